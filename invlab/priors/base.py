@@ -1,0 +1,79 @@
+"""The one protocol every solver consumes: `prior.denoise(x, sigma) -> x̂`.
+
+`x` is a batch (B, C, H, W) in [0, 1] units, `sigma` a float or a (B,) tensor in the same units.
+The base class counts network evaluations (NFE) and times each call as it happens, so a solver's
+`Result` can report NFE and a benchmark can compare wall time with the network time inside the solve.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from invlab.errors import ShapeError
+
+
+@dataclass
+class CallStats:
+    nfe: int = 0
+    seconds: float = 0.0
+
+    def reset(self) -> None:
+        self.nfe, self.seconds = 0, 0.0
+
+
+def as_sigma(sigma: float | Tensor, x: Tensor) -> Tensor:
+    """Noise level as a (B,) tensor on x's device and dtype."""
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    return s.expand(x.shape[0]).clone() if s.dim() == 0 else s.reshape(x.shape[0])
+
+
+class Prior(nn.Module):
+    """Base class of all priors. Subclasses implement `_denoise(x, sigma)` with sigma a (B,) tensor.
+
+    Attributes subclasses set:
+      channels: the channel count the prior was trained for (None: any).
+      differentiable: whether gradients flow through `denoise` (needed by DPS, RED-by-autograd, ...).
+    """
+
+    channels: int | None = None
+    differentiable: bool = True
+
+    def __init__(self):
+        super().__init__()
+        self.stats = CallStats()
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ShapeError(f"{type(self).__name__} expects a (B, C, H, W) batch but got shape {tuple(x.shape)}.")
+        if self.channels is not None and x.shape[1] != self.channels:
+            raise ShapeError(
+                f"the prior {self.describe()} was trained on {self.channels}-channel images but the data "
+                f"has {x.shape[1]} channels; choose a matching prior or data (e.g. data.grayscale=true).")
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """MMSE-style estimate of the clean image from x = clean + sigma * noise."""
+        self.check_input(x)
+        sync = x.is_cuda
+        if sync:
+            torch.cuda.synchronize(x.device)
+        t0 = time.perf_counter()
+        out = self._denoise(x, as_sigma(sigma, x))
+        if sync:
+            torch.cuda.synchronize(x.device)
+        self.stats.seconds += time.perf_counter() - t0
+        self.stats.nfe += 1
+        return out
+
+    def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """∇ log p_sigma(x) by Tweedie's formula: (D(x, σ) − x) / σ²."""
+        s = as_sigma(sigma, x).view(-1, 1, 1, 1)
+        return (self.denoise(x, sigma) - x) / s**2

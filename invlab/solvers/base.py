@@ -1,0 +1,76 @@
+"""The solver contract.
+
+A solver is a dataclass whose fields are its typed configuration (Hydra instantiates it from
+`conf/solver/<name>.yaml`) and whose call solves a batch:
+
+    result = solver(y, A, prior, x_init=None, generator=None, callback=None)
+
+`A` is the measured operator built by the Task (it carries its noise model: `A.sigma_y`). Solvers never
+see ground truth; `callback(k, x, info)` is called after every iteration with the iterate and a dict of
+per-iteration values (the engine uses it for PSNR curves against a reference it holds).
+Subclasses implement `solve(...) -> (x, trace)`; the base class times the call and counts NFE.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import Tensor
+
+Callback = Callable[[int, Tensor, dict], None]
+
+
+@dataclass
+class Result:
+    x: Tensor                                            # (B, C, H, W) reconstruction
+    trace: dict[str, list[float]] = field(default_factory=dict)  # per-iteration values (batch means)
+    nfe: int = 0                                         # network (prior) evaluations
+    seconds: float = 0.0                                 # wall time of the solve
+    net_seconds: float = 0.0                             # time spent inside the prior's calls
+
+
+class Trace:
+    """Collects per-iteration scalars and forwards each iteration to the user callback."""
+
+    def __init__(self, callback: Callback | None = None):
+        self.values: dict[str, list[float]] = {}
+        self.callback = callback
+
+    def __call__(self, k: int, x: Tensor, **info: Any) -> None:
+        for key, val in info.items():
+            self.values.setdefault(key, []).append(float(val.mean()) if isinstance(val, Tensor) else float(val))
+        if self.callback is not None:
+            self.callback(k, x, info)
+
+
+@dataclass
+class Solver:
+    """Base class; subclasses are dataclasses and implement `solve`."""
+
+    needs: ClassVar[tuple[str, ...]] = ()  # operator capabilities required, e.g. ("adjoint",)
+
+    def __call__(self, y: Tensor, A, prior, *, x_init: Tensor | None = None,
+                 generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
+        from invlab.errors import ConfigError
+
+        for method in self.needs:
+            if method == "adjoint" and not A.is_linear:
+                raise ConfigError(f"solver {type(self).__name__} needs a linear operator, but "
+                                  f"{type(A).__name__} is nonlinear.")
+        if prior is not None:
+            prior.stats.reset()
+        trace = Trace(callback)
+        t0 = time.perf_counter()
+        x = self.solve(y, A, prior, x_init=x_init, generator=generator, trace=trace)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        seconds = time.perf_counter() - t0
+        stats = prior.stats if prior is not None else None
+        return Result(x=x.detach(), trace=trace.values, nfe=stats.nfe if stats else 0, seconds=seconds,
+                      net_seconds=stats.seconds if stats else 0.0)
+
+    def solve(self, y: Tensor, A, prior, *, x_init: Tensor | None, generator: torch.Generator | None,
+              trace: Trace) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,26 @@
+"""Building runtime objects from config groups.
+
+Every group option (`conf/<group>/<option>.yaml`) carries a `name:` key used in run directories and
+tables. It is not a constructor argument: `build` strips it, instantiates the `_target_`, and attaches
+it to the object as `.name`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def build(node: DictConfig | dict, **runtime: Any) -> Any:
+    """Instantiate a config node (minus its `name`), passing runtime objects as extra kwargs."""
+    from hydra.utils import instantiate
+
+    container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    name = container.pop("name", None)
+    obj = instantiate(container, **runtime, _convert_="all")
+    if name is not None:
+        try:
+            obj.name = name
+        except AttributeError:  # objects with __slots__ or read-only properties keep their own name
+            pass
+    return obj
