@@ -1,0 +1,107 @@
+"""Small pieces every iterative PnP solver shares: initialisation, noise levels, step sizes, residuals.
+
+Everything here works on whole batches with per-sample (B,) tensors and never synchronises with the
+device, so a solver's per-iteration overhead stays a few elementwise kernels beside the denoiser call.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from invlab.errors import ConfigError
+
+# DPIR's floor on noise levels (0.255/255 = a tenth of a grey level): a noiseless task still gets a
+# positive denoiser input and a finite data weight.
+SIGMA_FLOOR = 0.255 / 255.0
+
+
+def per_sample(value: float | Tensor, like: Tensor) -> Tensor:
+    """A scalar or (B,) value as a (B,) tensor on like's device and dtype.
+
+    A Python scalar becomes a fill on the device rather than a host-to-device copy, so calling this
+    inside an iteration does not stall a GPU queue.
+    """
+    dtype = like.real.dtype if like.is_complex() else like.dtype
+    if not isinstance(value, Tensor):
+        return torch.full((like.shape[0],), float(value), dtype=dtype, device=like.device)
+    t = value.to(dtype=dtype, device=like.device)
+    return t.expand(like.shape[0]).clone() if t.dim() == 0 else t.reshape(like.shape[0])
+
+
+def expand(v: Tensor, like: Tensor) -> Tensor:
+    """(B,) -> (B, 1, 1, ...) so a per-sample value broadcasts against like."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def sigma_y_per_sample(A, like: Tensor) -> Tensor:
+    """Measurement noise level per sample, shape (B,).
+
+    A noise model may carry a (B,) tensor of levels (a batch drawn at several noise levels); `A.sigma_y`
+    is a float and cannot express that, so the tensor is read directly when present.
+    """
+    sigma = getattr(getattr(A, "noise", None), "sigma", None)
+    if isinstance(sigma, Tensor) and sigma.numel() > 1:
+        return per_sample(sigma.detach(), like)
+    return per_sample(A.sigma_y, like)
+
+
+def denoiser_sigma(sigma_den: float, sigma_den_factor: float | None, A, like: Tensor) -> Tensor:
+    """The denoiser's σ per sample: `sigma_den`, or `sigma_den_factor`·σ_y when a factor is set."""
+    if sigma_den_factor is None:
+        return per_sample(sigma_den, like)
+    return (sigma_den_factor * sigma_y_per_sample(A, like)).clamp_min(SIGMA_FLOOR)
+
+
+def initial_iterate(y: Tensor, A, x_init: Tensor | None) -> Tensor:
+    """x_init when given, else the operator's baseline reconstruction (A⁺y for linear operators).
+
+    Nonlinear operators without a baseline start from mid-grey: a neutral point of the [0,1] range.
+    """
+    if x_init is not None:
+        return x_init.detach().clone()
+    try:
+        return A.baseline(y).detach()
+    except NotImplementedError:
+        return torch.full((y.shape[0], *A.in_shape), 0.5, dtype=_real(y).dtype, device=y.device)
+
+
+def relative_change(x: Tensor, x_prev: Tensor) -> Tensor:
+    """‖x − x_prev‖ / ‖x‖ per sample, shape (B,)."""
+    return (x - x_prev).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def normal_op_norm(A, like: Tensor, iters: int = 30) -> Tensor:
+    """Estimate ‖AᵀA‖₂ (the Lipschitz constant of ∇½‖Ax−y‖²) per sample by power iteration.
+
+    One start vector is shared by the whole batch and drawn from a fixed seed, so a sample's step size
+    does not depend on its batch neighbours or on the caller's random stream. The estimate approaches
+    the top eigenvalue from below; callers keep a safety margin in their step.
+    """
+    if not A.is_linear:
+        raise ConfigError(f"the step size defaults to 1/‖AᵀA‖, which needs a linear operator, but "
+                          f"{type(A).__name__} is nonlinear; set the solver's gamma explicitly.")
+    gen = torch.Generator(device=like.device).manual_seed(0)
+    v = torch.randn((1, *like.shape[1:]), generator=gen, device=like.device, dtype=like.dtype)
+    v = v.expand_as(like).contiguous()
+    normal = A.normal if hasattr(A, "normal") else (lambda u: A.adjoint(A(u)))
+    lam = torch.zeros(like.shape[0], dtype=like.dtype, device=like.device)
+    for _ in range(iters):
+        v = v / expand(v.flatten(1).norm(dim=1).clamp_min(1e-30), v)
+        w = normal(v)
+        lam = (v * w).flatten(1).sum(1)  # Rayleigh quotient of the unit vector v
+        v = w
+    return lam.clamp_min(1e-12)
+
+
+def _real(y: Tensor) -> Tensor:
+    return y.real if y.is_complex() else y
+
+
+def check_positive(**values: float | None) -> None:
+    """Raise a ConfigError naming the first non-positive (or non-finite) setting."""
+    for key, val in values.items():
+        if val is not None and not (val > 0 and math.isfinite(val)):
+            raise ConfigError(f"solver setting {key}={val} must be a positive number.")
