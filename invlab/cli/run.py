@@ -1,0 +1,123 @@
+"""`python run.py [overrides]`: one reconstruction experiment (data × task × prior × solver).
+
+    python run.py solver=pnp_admm task=deblur data.limit=4
+    python run.py -m solver=a,b task=c,d            # a sweep: one run dir per job
+    python run.py trainer.accelerator=cpu trainer.devices=2 trainer.strategy=ddp   # shard over ranks
+    python run.py run_dir=outputs/mine               # rerun into a dir: finished samples are skipped
+
+User errors (invlab.errors.InvlabError, a missing checkpoint, a `???` value) print one sentence
+(`error: ...`) and exit 1; the check that data, prior and operator fit runs on one sample before any
+heavy import. In a sweep a failed job is recorded (`status.json`, `error.txt` in its run dir) and
+the sweep goes on; the command exits 1 at the end when any job failed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # repo root = parent of invlab/
+log = logging.getLogger("invlab")
+FAILED_JOBS: list[str] = []  # "run_dir: message" of each failed job of this process' sweep
+
+
+def build_all(cfg: DictConfig):
+    """dataset, task, prior, solver; a failure names the group it happened in."""
+    from invlab.cli.errors import user_message
+    from invlab.errors import ConfigError, InvlabError
+    from invlab.utils.config import build
+
+    built = {}
+    for group in ("solver", "task", "prior", "data"):  # cheapest first: config mistakes fail fastest
+        node = cfg.get(group)
+        try:
+            built[group] = None if node is None else build(node)
+        except Exception as exc:
+            msg = user_message(exc)
+            if msg is None or isinstance(exc, InvlabError):
+                raise
+            raise ConfigError(f"could not build {group}={node.get('name', '?')}: {msg}") from exc
+    return built["data"], built["task"], built["prior"], built["solver"]
+
+
+def preflight(dataset, task, prior, solver, seed: int) -> None:
+    """Check on one sample that data, prior and operator fit, before any heavy import or solve."""
+    import torch
+
+    from invlab.errors import ConfigError, ShapeError
+
+    if len(dataset) == 0:
+        raise ConfigError("the dataset is empty (check data.limit and the data path).")
+    item = dataset[0]
+    x = item["x"]
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise ShapeError(f"the dataset must give (C, H, W) image tensors but gave {getattr(x, 'shape', type(x))}.")
+    xb = x[None]
+    if prior is not None and hasattr(prior, "check_input"):
+        prior.check_input(xb)
+    A, _ = task.measure(xb, [int(item["index"])], seed=seed)
+    for need in getattr(solver, "needs", ()):
+        if need == "adjoint" and not getattr(A, "is_linear", True):
+            raise ConfigError(f"solver {getattr(solver, 'name', type(solver).__name__)} needs a linear "
+                              f"operator, but task {getattr(task, 'name', '?')} is nonlinear.")
+
+
+def experiment(cfg: DictConfig) -> dict | None:
+    dataset, task, prior, solver = build_all(cfg)
+    preflight(dataset, task, prior, solver, int(cfg.get("seed", 0)))
+    from invlab.engine.runner import fingerprint, reconstruct, trainer_kwargs  # lightning: in reconstruct
+    from invlab.engine.store import SampleStore
+
+    run_dir = Path(str(cfg.run_dir)).absolute()
+    trainer_kwargs(cfg, run_dir)  # device / strategy mistakes fail here, before the heavy imports
+    SampleStore(run_dir).check_fingerprint(fingerprint(cfg), write=False)
+
+    return reconstruct(cfg, dataset, task, prior, solver)
+
+
+def run_job(cfg: DictConfig) -> dict | None:
+    """One Hydra job: run, record its status, and turn user errors into one sentence."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from invlab.cli.errors import record_status, user_message
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    run_dir = Path(str(cfg.get("run_dir", "."))).absolute()
+    try:
+        summary = experiment(cfg)
+    except Exception as exc:
+        msg = user_message(exc)
+        record_status(run_dir, "failed", exc, msg)
+        if multirun:
+            log.error("job failed (%s): %s", run_dir, msg or f"{type(exc).__name__}: {exc}", exc_info=msg is None)
+            FAILED_JOBS.append(f"{run_dir}: {msg or type(exc).__name__}")
+            return None
+        if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(1)
+    record_status(run_dir, "ok")
+    return summary
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def _hydra_entry(cfg: DictConfig) -> None:
+    run_job(cfg)
+
+
+def main() -> None:
+    _hydra_entry()
+    if FAILED_JOBS:
+        print(f"error: {len(FAILED_JOBS)} job(s) of the sweep failed:", file=sys.stderr)
+        for line in FAILED_JOBS:
+            print(f"  {line}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

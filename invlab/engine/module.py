@@ -1,0 +1,174 @@
+"""Reconstruction as a LightningModule: `trainer.test(module)` solves the dataset batch by batch.
+
+Per batch: `A, y = task.measure(x, indices, seed)`, `solver(y, A, prior)`, per-sample PSNR/SSIM of the
+clamped reconstruction and of the baseline `A.baseline(y)`, then each sample's files are written at
+once (see store.py). Per-sample cost: `nfe` is the batch's NFE (the samples of a batch share every
+network call, so it is also each sample's NFE); `seconds` and `net_seconds` are the batch's times
+divided by the batch size. A sample whose reconstruction is not finite gets `status=diverged`, NaN
+metrics, and the run goes on (an exception raised by the solver still fails the run: that is a bug or a
+configuration error, not a property of one sample). The solver's generator is seeded from the seed and
+the batch's first index, so stochastic solvers repeat exactly for the same batching.
+
+Logged to the Lightning logger at the end: `test/<metric>`, torchmetrics means synced over ranks, of
+the samples solved by this invocation (a resumed run logs only what it solved; the runner then logs
+`summary/<metric>` over all samples in the run dir).
+
+Sharding is done here, not by Lightning's DistributedSampler (which pads by repeating samples): in
+`setup` rank 0 lists the finished samples and broadcasts them, each rank takes every world_size-th
+unfinished index, and a rank left with nothing gets one padding item that is skipped, so every rank
+runs the epoch-end hooks whose metric sync is a collective.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics import MeanMetric
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from invlab.engine.store import SampleStore
+from invlab.utils import images
+
+METRIC_KEYS = ("psnr", "ssim", "psnr_input", "ssim_input")
+
+
+def ssim_kernel_size(height: int, width: int) -> int:
+    """torchmetrics' default 11×11 window, shrunk (odd) for images smaller than it (8×8 digits)."""
+    k = min(11, height, width)
+    return max(3, k if k % 2 else k - 1)
+
+
+class _Shard(Dataset):
+    """The dataset items one rank solves; `pad` items only keep an idle rank in step with the others."""
+
+    def __init__(self, dataset, indices: list[int], pad: bool):
+        self.dataset, self.indices, self.pad = dataset, indices, pad
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict:
+        item = self.dataset[self.indices[k]]
+        return {"x": item["x"], "index": int(item["index"]), "pad": self.pad}
+
+
+def measurement_image(baseline: Tensor | None, y: Tensor, like: Tensor):
+    """What the grid shows as "measurement": the baseline when image-shaped, else y when image-shaped."""
+    for cand in (baseline, y):
+        if cand is not None and cand.dim() == 3 and cand.shape[0] == like.shape[0]:
+            tile = images.to_uint8(cand)
+            return images.resize(tile, like.shape[1], like.shape[2])
+    return images.blank(like.shape[1], like.shape[2])
+
+
+class Reconstruction(L.LightningModule):
+    def __init__(self, dataset, task, prior, solver, run_dir, *, seed: int = 0, batch_size: int = 4,
+                 save_tensors: bool = False):
+        super().__init__()
+        self.dataset, self.task, self.solver = dataset, task, solver
+        if isinstance(prior, nn.Module):
+            prior.requires_grad_(False)  # inference only: no graph through the weights
+        self.prior = prior
+        self.store = SampleStore(run_dir)
+        self.seed, self.batch_size, self.save_tensors = seed, batch_size, save_tensors
+        # MeanMetric over per-sample values = PSNR/SSIM with per-image reduction; sum states sync
+        # across ranks even where a rank had nothing to add. Diverged samples are left out.
+        self.means = nn.ModuleDict({k: MeanMetric() for k in METRIC_KEYS})
+        self.todo: list[int] = []
+        self.shard: list[int] = []
+        self.shard_is_pad = False
+
+    # ---- data: filter finished samples, then shard -------------------------------------------
+    def setup(self, stage: str) -> None:
+        done = self.store.done() if self.trainer.is_global_zero else None
+        done = self.trainer.strategy.broadcast(done, src=0)
+        self.todo = [i for i in range(len(self.dataset)) if i not in done]
+        shard = self.todo[self.trainer.global_rank::self.trainer.world_size]
+        self.shard_is_pad = not shard and bool(self.todo)
+        self.shard = self.todo[:1] if self.shard_is_pad else shard
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(_Shard(self.dataset, self.shard, self.shard_is_pad), batch_size=self.batch_size,
+                          shuffle=False, num_workers=0)
+
+    # ---- one batch ---------------------------------------------------------------------------
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        keep = ~batch["pad"]
+        if not bool(keep.any()):
+            return
+        x, indices = batch["x"][keep], [int(i) for i in batch["index"][keep]]
+        A, y = self.task.measure(x, indices, seed=self.seed)
+        if isinstance(A, nn.Module):
+            A = A.to(x.device)
+        gen = torch.Generator(device=x.device).manual_seed(self.seed * 1_000_003 + indices[0])
+        with torch.enable_grad():  # solvers that differentiate (DPS, autograd adjoints) work as in a script
+            res = self.solver(y, A, self.prior, generator=gen)
+        xhat = res.x.detach()
+        baseline = self._baseline(A, y, x)
+        rows = self._metrics(x, xhat, baseline)
+        b = len(indices)
+        for j, index in enumerate(indices):
+            row = {"index": index, **rows[j], "nfe": int(res.nfe), "seconds": res.seconds / b,
+                   "net_seconds": res.net_seconds / b, "batch_size": b}
+            strip = images.grid([[images.to_uint8(x[j])],
+                                 [measurement_image(None if baseline is None else baseline[j], y[j], x[j])],
+                                 [images.to_uint8(xhat[j])]])
+            tensors = None
+            if self.save_tensors:
+                tensors = {"x": xhat[j].cpu(), "y": y[j].cpu(),
+                           "baseline": None if baseline is None else baseline[j].cpu()}
+            self.store.write(index, row, strip, tensors)
+
+    def _baseline(self, A, y: Tensor, x: Tensor) -> Tensor | None:
+        """A⁺y (or whatever the operator reports); None where it has none or it is not image-shaped."""
+        try:
+            b = A.baseline(y)
+        except NotImplementedError:
+            return None
+        if not isinstance(b, Tensor) or b.is_complex() or b.shape != x.shape:
+            return None
+        return b.detach()
+
+    def _metrics(self, x: Tensor, xhat: Tensor, baseline: Tensor | None) -> list[dict]:
+        """Per-sample rows; the synced means take only samples with status ok (as summary.json does)."""
+        n = x.shape[0]
+        out = {k: [math.nan] * n for k in METRIC_KEYS}
+        finite = torch.isfinite(xhat).flatten(1).all(1)
+        for prefix, est in (("", xhat), ("_input", baseline)):
+            if est is None:
+                continue
+            ok = torch.isfinite(est).flatten(1).all(1)
+            if not bool(ok.any()):
+                continue
+            e, t = est[ok].clamp(0, 1), x[ok]
+            psnr = peak_signal_noise_ratio(e, t, data_range=1.0, reduction="none", dim=(1, 2, 3))
+            ssim = structural_similarity_index_measure(e, t, data_range=1.0, reduction="none",
+                                                       kernel_size=ssim_kernel_size(*t.shape[-2:]))
+            where = ok.nonzero().flatten().tolist()
+            for name, vals in (("psnr", psnr.reshape(-1)), ("ssim", ssim.reshape(-1))):
+                for j, v in zip(where, vals.tolist()):
+                    out[name + prefix][j] = v
+                counted = finite[ok]
+                if bool(counted.any()):
+                    self.means[name + prefix].update(vals[counted])
+        status = ["ok" if bool(f) else "diverged" for f in finite]
+        return [{**{k: out[k][j] for k in METRIC_KEYS}, "status": status[j]} for j in range(n)]
+
+    # ---- epoch end: synced means to the logger -----------------------------------------------
+    def on_test_epoch_end(self) -> None:
+        values = {}
+        for key, metric in self.means.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "compute before update" on a rank with nothing to add
+                value = metric.compute()  # a collective: every rank gets here (see setup)
+            if torch.isfinite(value):
+                values[f"test/{key}"] = float(value)
+        if values:
+            self.log_dict(values, rank_zero_only=True)
+
+    def on_test_end(self) -> None:
+        self.trainer.strategy.barrier("invlab-samples-written")

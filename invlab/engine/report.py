@@ -1,0 +1,98 @@
+"""The end of a run (rank 0 only): merge per-sample rows into results.csv, summary.json and grid.png.
+
+Everything is read back from `samples/`, so the report covers samples finished by earlier (killed or
+resumed) runs and by every DDP rank alike.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from invlab.engine.store import SampleStore, atomic_write
+
+COLUMNS = ["index", "psnr", "ssim", "psnr_input", "ssim_input", "nfe", "seconds", "net_seconds", "status"]
+METRICS = ["psnr", "ssim", "psnr_input", "ssim_input", "nfe", "seconds", "net_seconds"]
+
+
+def write_results_csv(rows: list[dict], path: Path) -> None:
+    """One row per sample, sorted by index; the fixed COLUMNS first, any extra keys after them."""
+    extra = sorted({k for r in rows for k in r} - set(COLUMNS))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS + extra, restval="")
+            w.writeheader()
+            for r in sorted(rows, key=lambda r: r["index"]):
+                w.writerow(r)
+
+    atomic_write(path, write)
+
+
+def summarize(rows: list[dict], names: dict[str, str], expected: int) -> dict:
+    """Mean ± std (population std, over samples with status ok) of every metric, and status counts.
+
+    `expected` is the dataset size; samples never written (a run still in progress elsewhere, or
+    killed) are counted as `missing`.
+    """
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    if len(rows) < expected:
+        counts["missing"] = expected - len(rows)
+    ok = [r for r in rows if r["status"] == "ok"]
+    metrics = {}
+    for key in METRICS:
+        vals = np.array([float(r.get(key, math.nan)) for r in ok], dtype=np.float64)
+        vals = vals[np.isfinite(vals)]
+        metrics[key] = {"mean": float(vals.mean()) if vals.size else None,
+                        "std": float(vals.std()) if vals.size else None, "n": int(vals.size)}
+    return {**names, "samples": len(rows), "counts": counts, "metrics": metrics}
+
+
+def write_summary(summary: dict, path: Path) -> None:
+    text = json.dumps(summary, indent=2)
+    atomic_write(path, lambda p: Path(p).write_text(text))
+
+
+def write_grid(store: SampleStore, indices: list[int], path: Path, grid_max: int) -> bool:
+    """Columns = the first `grid_max` samples; rows = truth | measurement | reconstruction."""
+    from invlab.utils.images import grid, load_png, save_png
+
+    strips = [load_png(store.path(i, ".png")) for i in sorted(indices)[:grid_max]
+              if store.path(i, ".png").exists()]
+    if not strips:
+        return False
+    img = grid([strips], pad=2)
+    atomic_write(path, lambda p: save_png(img, p))
+    return True
+
+
+def format_summary(summary: dict) -> str:
+    """A few console lines: what ran, how many samples by status, and mean ± std of each metric."""
+    def fmt(key: str, digits: int) -> str:
+        m = summary["metrics"][key]
+        return "n/a" if m["mean"] is None else f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}"
+
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary["counts"].items()))
+    return "\n".join([
+        f"solver={summary['solver']} task={summary['task']} prior={summary['prior']} data={summary['data']}: "
+        f"{summary['samples']} samples ({counts or 'none'})",
+        f"  PSNR {fmt('psnr', 2)} dB (input {fmt('psnr_input', 2)})   "
+        f"SSIM {fmt('ssim', 4)} (input {fmt('ssim_input', 4)})",
+        f"  NFE {fmt('nfe', 1)}   seconds/sample {fmt('seconds', 3)}",
+    ])
+
+
+def finalize(run_dir: Path, n_samples: int, names: dict[str, str], grid_max: int) -> dict:
+    """Merge samples into results.csv, summary.json and grid.png; return the summary."""
+    store = SampleStore(run_dir)
+    rows = store.rows(range(n_samples))
+    write_results_csv(rows, run_dir / "results.csv")
+    summary = summarize(rows, names, n_samples)
+    write_summary(summary, run_dir / "summary.json")
+    write_grid(store, [r["index"] for r in rows], run_dir / "grid.png", grid_max)
+    return summary
