@@ -60,8 +60,8 @@ def test_outputs_columns_and_divergence(tmp_path):
 
     from PIL import Image
 
-    with Image.open(run_dir / "grid.png") as im:  # 3 samples × (truth | measurement | recon), 16 px
-        assert im.size[0] > 3 * 16 and 3 * 16 < im.size[1] < 4 * 16 + 20
+    with Image.open(run_dir / "grid.png") as im:  # rows truth | measurement | recon; 16 px shown ×6
+        assert im.size[0] > 3 * 96 and 3 * 96 < im.size[1] < 3 * 96 + 20
     assert (run_dir / "config.yaml").read_text().count("nan_indices") == 1
     assert sorted(p.name for p in (run_dir / "samples").glob("*.pt")) == [f"{i:05d}.pt" for i in range(4)]
     logged = read_csv(run_dir / "csv" / "metrics.csv")  # logger=csv in the tiny experiment
@@ -145,8 +145,10 @@ def test_images_grid_and_tiles():
     gray, rgb = images.to_uint8(torch.rand(1, 5, 6)), images.to_uint8(np.full((3, 5, 6), np.nan))
     assert gray.shape == rgb.shape == (5, 6, 3) and rgb.max() == 0
     assert images.resize(gray, 10, 12).shape == (10, 12, 3)
-    g = images.grid([[gray, gray], [rgb]], pad=1)
+    g = images.grid([[gray, gray], [rgb]], pad=1, min_cell=1)
     assert g.shape == (1 + 2 * 6, 1 + 2 * 7, 3)
+    big = images.grid([[gray]], pad=0, min_cell=20)  # small tiles grow by a whole factor (4 here)
+    assert big.shape == (20, 24, 3) and np.array_equal(big[::4, ::4], gray)
     assert (ssim_kernel_size(64, 64), ssim_kernel_size(8, 8), ssim_kernel_size(7, 9)) == (11, 7, 7)
 
 

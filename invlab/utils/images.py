@@ -52,11 +52,20 @@ def resize(tile: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(tile).resize((width, height), Image.NEAREST))
 
 
-def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, value: int = 255) -> np.ndarray:
-    """Tile a list of rows of uint8 tiles into one array; cells are as large as the largest tile."""
+def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, value: int = 255,
+         min_cell: int = 96) -> np.ndarray:
+    """Tile a list of rows of uint8 tiles into one array; cells are as large as the largest tile.
+
+    Tiles smaller than `min_cell` pixels (MNIST's 28²) are enlarged by a whole factor, nearest
+    neighbour, so the picture is legible and its pixels stay honest.
+    """
     cells = [t for row in rows for t in row]
     if not cells:
         return blank(1, 1, value)
+    factor = max(1, -(-min_cell // max(max(t.shape[:2]) for t in cells)))
+    if factor > 1:
+        rows = [[t.repeat(factor, 0).repeat(factor, 1) for t in row] for row in rows]
+        cells = [t for row in rows for t in row]
     h = max(t.shape[0] for t in cells)
     w = max(t.shape[1] for t in cells)
     ncol = max(len(row) for row in rows)
