@@ -3,7 +3,8 @@
 What is checked: a single run with the default W&B logger (offline) writes every output under the Hydra
 run dir; user errors print one `error:` sentence and no traceback, fast; an unknown solver gets Hydra's
 list of valid names; a sweep with failing jobs runs every job, records the failures and exits 1;
-make_table turns the sweep into a Markdown/CSV table.
+make_table turns the sweep into a Markdown/CSV table; a sweep over paths (values with '/') gives one
+flat folder per job.
 """
 from __future__ import annotations
 
@@ -91,3 +92,25 @@ def test_sweep_with_failures_then_make_table(tmp_path):
     assert [(r["solver"], r["prior"]) for r in rows] == [("tiny", "tiny"), ("tiny", "tiny_missing"),
                                                         ("tiny_long", "tiny"), ("tiny_long", "tiny_missing")]
     assert float(rows[0]["nfe_mean"]) == 2 and float(rows[2]["nfe_mean"]) == 4
+
+
+def test_sweep_over_paths_gives_flat_job_folders(tmp_path):
+    """Swept values holding '/' (checkpoint paths) must not nest job folders (conf/hydra/default.yaml)."""
+    ckpts = [tmp_path / "ckpt" / "a.pt", tmp_path / "ckpt" / "sub" / "b.pt"]
+    for path in ckpts:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    sweep = tmp_path / "multirun"
+    out = run_py(tmp_path, "-m", "prior=tiny_missing", f"prior.checkpoint={ckpts[0]},{ckpts[1]}", "data.n=1",
+                 f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [j.name for j in jobs] == ["0_tiny_tiny_tiny_missing", "1_tiny_tiny_tiny_missing"]
+    for j in jobs:
+        assert json.loads((j / "status.json").read_text()) == {"status": "ok"}
+
+    table = subprocess.run([sys.executable, str(REPO / "scripts" / "make_table.py"), str(sweep),
+                            "--csv", str(tmp_path / "t.csv")], capture_output=True, text=True, check=True)
+    with open(tmp_path / "t.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["prior.checkpoint"] for r in rows) == sorted(map(str, ckpts)), table.stdout

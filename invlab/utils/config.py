@@ -17,7 +17,17 @@ def build(node: DictConfig | dict, **runtime: Any) -> Any:
 
     container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     name = container.pop("name", None)
-    obj = instantiate(container, **runtime, _convert_="all")
+    try:
+        obj = instantiate(container, **runtime, _convert_="all")
+    except Exception as err:  # Hydra wraps constructor errors; surface the user-facing one unchanged
+        from invlab.errors import InvlabError
+
+        cause = err
+        while cause is not None and not isinstance(cause, InvlabError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from err
     if name is not None:
         try:
             obj.name = name

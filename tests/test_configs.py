@@ -1,0 +1,277 @@
+"""Every config file composes with Hydra and builds, discovered from conf/ so new files are covered.
+
+- run.py (`conf/config.yaml`): every option of every group in its defaults list (data, task, prior,
+  solver, logger, trainer) composes and is instantiated the way the engine does it: `build` for data,
+  task, prior and solver (data with limit=1 and small sizes); `make_logger` for loggers (`run_name`
+  becomes the logger's `name`); `trainer_kwargs` + `lightning.Trainer` for trainers.
+- priors that need a checkpoint: a name or path that is not there raises CheckpointError, one that is
+  builds and denoises — so the test keeps passing as checkpoints land in invlab/checkpoints. A template
+  (`checkpoint: ???`) is a required value (the CLI prints one sentence for it); it must build from a
+  checkpoint written by save_checkpoint, and take each shipped one or refuse it with CheckpointError.
+- experiments: conf/experiment/train/** compose against train.py's `train` config, every other
+  conf/experiment/** against run.py's `config`.
+- hydra/default: a sweep's job folders are flat even when a swept value holds '/' (a checkpoint path).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from invlab.errors import CheckpointError
+from invlab.utils.config import build
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+EXPERIMENTS = sorted((CONF / "experiment").rglob("*.yaml"))
+SMALL = {"limit": 1, "size": 16, "patch_size": 16, "length": 2, "n": 2}  # data keys made small where present
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def run_groups() -> list[str]:
+    """The config groups in conf/config.yaml's defaults list, besides hydra and the optional experiment."""
+    groups = []
+    for entry in OmegaConf.load(CONF / "config.yaml").defaults:
+        if isinstance(entry, (dict, DictConfig)):
+            (key,) = entry.keys()
+            if " " not in key and key != "hydra":  # `optional experiment` is not an always-built group
+                groups.append(key)
+    return groups
+
+
+GROUP_OPTIONS = [(g, p.stem) for g in run_groups() for p in sorted((CONF / g).glob("*.yaml"))]
+
+
+def compose(config: str = "config", overrides=(), return_hydra_config: bool = False) -> DictConfig:
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config, overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def causes(exc: BaseException):
+    """exc and its __cause__ chain (hydra's instantiate wraps errors in InstantiationException)."""
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__
+
+
+def raises_in_chain(kind: type, fn, *args):
+    with pytest.raises(Exception) as info:
+        fn(*args)
+    assert any(isinstance(e, kind) for e in causes(info.value)), \
+        f"expected {kind.__name__}, got {type(info.value).__name__}: {info.value}"
+    return next(e for e in causes(info.value) if isinstance(e, kind))
+
+
+def test_the_run_groups_are_the_ones_this_file_builds():
+    choices = compose(return_hydra_config=True).hydra.runtime.choices
+    composed = {k for k in choices if "/" not in k and k not in ("hydra", "experiment")}
+    assert set(run_groups()) == composed
+    assert composed == set(BUILDERS), f"tests/test_configs.py needs a builder for {composed ^ set(BUILDERS)}"
+
+
+# ---- builders, one per group: what the engine does with the composed node ---------------------------
+
+def build_data(cfg: DictConfig, tmp_path: Path) -> None:
+    node = cfg.data
+    # data=folder: a folder of two PNGs (`"path" in node` is False while the value is ???)
+    if "path" in node.keys() and OmegaConf.is_missing(node, "path"):
+        from PIL import Image
+
+        folder = tmp_path / "images"
+        folder.mkdir()
+        for i in range(2):
+            grad = torch.linspace(0, 255, 20 * 30).reshape(20, 30).roll(7 * i, dims=1).to(torch.uint8)
+            Image.fromarray(grad.numpy()).save(folder / f"img{i}.png")
+        node.path = str(folder)
+    for key, value in SMALL.items():
+        if key in node:
+            node[key] = value
+    dataset = build(node)
+    assert len(dataset) >= 1
+    x = dataset[0]["x"]
+    assert isinstance(x, torch.Tensor) and x.dim() == 3 and x.dtype == torch.float32
+    assert torch.isfinite(x).all() and 0 <= float(x.min()) and float(x.max()) <= 1
+    for key in ("size", "patch_size"):
+        if key in node:
+            assert x.shape[-2:] == (node[key], node[key])
+    if "limit" in node:
+        assert len(dataset) == 1
+
+
+def build_task(cfg: DictConfig, tmp_path: Path) -> None:
+    from invlab.ops.task import Task
+
+    task = build(cfg.task)
+    assert isinstance(task, Task) and task.name == cfg.task.name
+
+
+def build_solver(cfg: DictConfig, tmp_path: Path) -> None:
+    from invlab.solvers.base import Solver
+
+    solver = build(cfg.solver)
+    assert isinstance(solver, Solver) and solver.name == cfg.solver.name
+
+
+def shipped_checkpoints() -> list[Path]:
+    from invlab.priors.checkpoint import PACKAGE_DIR
+
+    return sorted(PACKAGE_DIR.glob("*.safetensors"))
+
+
+def checkpoint_present(value: str) -> bool:
+    from invlab.priors.checkpoint import PACKAGE_DIR
+
+    path = Path(value).expanduser()
+    return ((PACKAGE_DIR / f"{value}.safetensors").is_file() or path.is_file()
+            or path.with_name(path.name + ".safetensors").is_file())
+
+
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """A 2-layer DnCNN written by save_checkpoint, as train.py would write it."""
+    from invlab.priors.checkpoint import build_net, save_checkpoint
+
+    arch = {"_target_": "invlab.nets.dncnn.DnCNN", "in_channels": 1, "depth": 2, "features": 4}
+    return save_checkpoint(tmp_path / "ckpt" / "tiny.safetensors", build_net(arch), arch, {"recipe": "test"})
+
+
+def check_prior(prior, node: DictConfig) -> None:
+    from invlab.priors.base import Prior
+
+    assert isinstance(prior, Prior) and prior.name == node.name
+    x = torch.full((1, getattr(prior, "channels", None) or 1, 16, 16), 0.5)
+    shape = node.get("shape")
+    if shape is not None:  # exact priors on a fixed image shape
+        x = torch.full((1, *shape), 0.5)
+    out = prior.denoise(x, 0.1)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def build_prior(cfg: DictConfig, tmp_path: Path) -> None:
+    from invlab.cli.errors import user_message
+
+    node = cfg.prior
+    if "checkpoint" not in node.keys():  # (`in` is False for a ??? value)
+        check_prior(build(node), node)
+        return
+    if OmegaConf.is_missing(node, "checkpoint"):  # a template: `prior.checkpoint=...` is required
+        with pytest.raises(Exception) as info:
+            build(node)
+        assert user_message(info.value) and "checkpoint" in user_message(info.value)
+        for path in shipped_checkpoints():  # each builds, or is refused as not this kind of prior
+            node.checkpoint = path.stem
+            try:
+                prior = build(node)
+            except Exception as exc:
+                assert any(isinstance(e, CheckpointError) for e in causes(exc)), f"{path.name}: {exc!r}"
+            else:
+                check_prior(prior, node)
+        values = ["no_such_checkpoint_xyz", str(tmp_path / "nowhere" / "net.safetensors"),
+                  str(tiny_checkpoint(tmp_path))]
+    else:
+        values = [str(node.checkpoint)]
+    for value in values:
+        node.checkpoint = value
+        if checkpoint_present(value):
+            check_prior(build(node), node)
+        else:
+            err = raises_in_chain(CheckpointError, build, node)
+            assert "\n" not in str(err) and value in str(err)
+
+
+def build_logger(cfg: DictConfig, tmp_path: Path) -> None:
+    from invlab.engine.loggers import make_logger
+
+    logger = make_logger(cfg.logger)
+    if cfg.logger.get("_target_") is None:
+        assert logger is False
+        return
+    assert hasattr(logger, "log_metrics") and hasattr(logger, "log_hyperparams")
+    run_name = cfg.logger.get("run_name")
+    if run_name is not None:  # W&B keeps it for wandb.init (its `.name` is the project)
+        assert run_name in (logger.name, getattr(logger, "_wandb_init", {}).get("name"))
+
+
+def build_trainer(cfg: DictConfig, tmp_path: Path) -> None:
+    import lightning as L
+
+    from invlab.engine.runner import trainer_kwargs
+
+    cfg.device = "cpu"
+    kwargs = trainer_kwargs(cfg, tmp_path)
+    kwargs["enable_progress_bar"] = False
+    trainer = L.Trainer(logger=False, **kwargs)
+    assert trainer.world_size >= 1
+
+
+BUILDERS = {"data": build_data, "task": build_task, "prior": build_prior, "solver": build_solver,
+            "logger": build_logger, "trainer": build_trainer}
+
+
+@pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_option_composes_and_builds(group, option, tmp_path):
+    cfg = compose(overrides=[f"{group}={option}", f"run_dir={tmp_path / 'run'}"])
+    if "_target_" in cfg[group]:  # built options carry their name (trainer options are Trainer kwargs)
+        assert cfg[group].get("name") == option, f"conf/{group}/{option}.yaml: its `name:` should be {option!r}"
+    BUILDERS[group](cfg, tmp_path)
+
+
+# ---- experiments ------------------------------------------------------------------------------------
+
+def _experiment_id(path: Path) -> str:
+    return path.relative_to(CONF / "experiment").with_suffix("").as_posix()
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if _experiment_id(p).split("/")[0] != "train"],
+                         ids=_experiment_id)
+def test_run_experiment_composes(path, tmp_path):
+    cfg = compose("config", [f"experiment={_experiment_id(path)}", f"run_dir={tmp_path}"])
+    for group in ("data", "task", "prior", "solver"):
+        if cfg.get(group) is not None:
+            OmegaConf.to_container(cfg[group], resolve=True)
+            assert cfg[group].get("name"), f"{group} has no name"
+    build(cfg.solver)
+    build(cfg.task)
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if _experiment_id(p).split("/")[0] == "train"],
+                         ids=_experiment_id)
+def test_train_recipe_composes(path, tmp_path):
+    from invlab.priors.checkpoint import PACKAGE_DIR
+
+    cfg = compose("train", [f"experiment={_experiment_id(path)}"])
+    cfg.run_dir = str(tmp_path)  # `${hydra:runtime.output_dir}` exists only under @hydra.main
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.recipe == path.stem, "a recipe's `recipe:` names its file (train.py, checkpoint hints)"
+    export = Path(str(cfg.export))
+    if export.parent.resolve() == PACKAGE_DIR.resolve() or export.parent.as_posix() == "invlab/checkpoints":
+        assert export.name == f"{path.stem}.safetensors", "`prior.checkpoint=<recipe>` must find the export"
+    net = build(cfg.net)
+    assert sum(p.numel() for p in net.parameters()) > 0
+    for key in ("data", "val_data"):
+        if cfg.get(key) is not None:
+            assert cfg[key].get("_target_"), key
+
+
+# ---- hydra/default: flat job folders ----------------------------------------------------------------
+
+@pytest.mark.parametrize("config,overrides", [
+    ("config", ["prior=learned", "prior.checkpoint=/some/dir/net.safetensors", "data=folder",
+                "data.path=images/set12", "solver.iters=3"]),
+    ("config", ["~prior"]),
+    ("train", ["experiment=train/dncnn_gray", "ckpt_path=outputs/a/b/last.ckpt"]),
+], ids=["run-paths", "run-no-prior", "train"])
+def test_sweep_subdir_is_one_flat_folder(config, overrides):
+    if config == "train" and not (CONF / "experiment" / "train" / "dncnn_gray.yaml").exists():
+        pytest.skip("no train/dncnn_gray recipe")
+    cfg = compose(config, overrides, return_hydra_config=True)
+    cfg.hydra.job.num = 7
+    subdir = str(cfg.hydra.sweep.subdir)
+    assert "/" not in subdir and "\\" not in subdir and subdir.startswith("7_"), subdir
+    assert len(subdir) < 100
+    if config == "config":
+        assert cfg.solver.name in subdir and cfg.task.name in subdir
