@@ -1,0 +1,40 @@
+"""A prior given by a trained denoising network, loaded from a checkpoint (name or path)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from invlab.priors.base import Prior
+from invlab.priors.checkpoint import load_checkpoint
+
+
+class LearnedDenoiser(Prior):
+    """`prior=learned prior.checkpoint=dncnn_gray` (shipped) or `prior.checkpoint=/path/to/net.safetensors`.
+
+    The network stays in eval mode and its weights are frozen; gradients with respect to the *input*
+    flow whenever the caller has autograd enabled (DPS, RED by autograd), and no graph is built otherwise.
+    """
+
+    differentiable = True
+
+    def __init__(self, checkpoint: str, device: str | None = None):
+        super().__init__()
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        net, arch, card = load_checkpoint(checkpoint, device=device)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net, self.arch, self.card = net, arch, card
+        self.checkpoint = str(checkpoint)
+        self.channels = int(card.get("channels") or arch.get("in_channels", 1))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.net.eval()  # a prior is never trained in place (and spectral norms must not drift)
+        return self
+
+    def describe(self) -> str:
+        return f"LearnedDenoiser({self.checkpoint})"
+
+    def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return self.net(x, sigma)

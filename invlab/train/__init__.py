@@ -1,0 +1,5 @@
+"""Training learned priors (Lightning). Nothing heavy is imported here.
+
+- denoiser.py  `DenoiserModule`: random σ per sample, MSE/L1 on the clean image, seeded validation.
+- common.py    shared helpers: seeded validation noise, PSNR evaluation, EMA, patch adapter, LR schedules.
+"""
