@@ -254,3 +254,19 @@ def test_quantized_prox_is_exact():
     y = torch.where(torch.rand_like(z) < 0.5, 1.0, -1.0).double()
     p = A.prox_l2(z, y, 0.7)
     assert float((A.grad(p, y) + 0.7 * (p - z)).abs().max()) < 1e-8
+
+
+def test_blur_prox_cache_follows_the_measurement():
+    """The FFT prox caches k̄·ŷ for speed; a new or in-place-modified measurement must not reuse it."""
+    from invlab.ops.blur import Blur
+
+    g = torch.Generator().manual_seed(0)
+    A = Blur.gaussian((1, 16, 16), kernel_size=5, kernel_std=1.0)
+    x, z = torch.rand(2, 1, 16, 16, generator=g), torch.rand(2, 1, 16, 16, generator=g)
+    y = A(x)
+    fresh = Blur.gaussian((1, 16, 16), kernel_size=5, kernel_std=1.0)
+    assert torch.allclose(A.prox_l2(z, y, 0.3), fresh.prox_l2(z, y.clone(), 0.3), atol=1e-6)
+    y.mul_(2.0)
+    assert torch.allclose(A.prox_l2(z, y, 0.3), fresh.prox_l2(z, y.clone(), 0.3), atol=1e-6)
+    y2 = y + 1.0
+    assert torch.allclose(A.prox_l2(z, y2, 0.3), fresh.prox_l2(z, y2.clone(), 0.3), atol=1e-6)

@@ -6,6 +6,8 @@ Wiener pseudo-inverse exact FFT divisions (DiffPIR and the PnP literature use th
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor
 
@@ -66,9 +68,26 @@ class Blur(ImageLinearOperator):
 
     # ---- closed forms --------------------------------------------------------------------------
     def otf(self, dtype: torch.dtype) -> Tensor:
-        """Real-FFT transfer function of the kernel, shape (B or 1, C or 1, H, W // 2 + 1)."""
-        h, w = self.in_shape[-2:]
-        return torch.fft.rfft2(embed_kernel(self.kernel.to(dtype), h, w))
+        """Real-FFT transfer function of the kernel, shape (B or 1, C or 1, H, W // 2 + 1).
+
+        Cached per (dtype, device, kernel version): iterative solvers call the prox hundreds of times
+        with the same kernel, and recomputing it would double the FFT work per iteration.
+        """
+        key = (dtype, self.kernel.device, self.kernel.data_ptr(), self.kernel._version)
+        if getattr(self, "_otf_key", None) != key:
+            h, w = self.in_shape[-2:]
+            self._otf = torch.fft.rfft2(embed_kernel(self.kernel.to(dtype), h, w))
+            self._otf_key = key
+        return self._otf
+
+    def _adjoint_spectrum(self, y: Tensor, k: Tensor) -> Tensor:
+        """k̄·ŷ, cached for the measurement tensor `y` itself (weak reference + in-place version), so a
+        solver's repeated proxes on one measurement do one FFT of y, and no other tensor can hit it."""
+        ref = getattr(self, "_y_ref", None)
+        if ref is None or ref() is not y or self._y_version != y._version or self._y_k is not k:
+            self._y_spec = k.conj() * torch.fft.rfft2(y)
+            self._y_ref, self._y_version, self._y_k = weakref.ref(y), y._version, k
+        return self._y_spec
 
     def _filter(self, x: Tensor, transfer: Tensor) -> Tensor:
         return torch.fft.irfft2(torch.fft.rfft2(x) * transfer, s=x.shape[-2:])
@@ -87,7 +106,7 @@ class Blur(ImageLinearOperator):
         self.check_measurement(y)
         k = self.otf(z.dtype)
         rho = as_rho(rho, z)
-        num = k.conj() * torch.fft.rfft2(y) + rho * torch.fft.rfft2(z)
+        num = self._adjoint_spectrum(y, k) + rho * torch.fft.rfft2(z)
         return torch.fft.irfft2(num / (k.abs() ** 2 + rho), s=z.shape[-2:])
 
     def pinv(self, y: Tensor, iters: int = 100, eps: float = 1e-4) -> Tensor:
