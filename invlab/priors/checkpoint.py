@@ -127,7 +127,9 @@ def model_card_markdown(name: str, arch: dict, card: dict) -> str:
     kwargs = ", ".join(f"{k}={v}" for k, v in arch.items() if k != "_target_")
     lines = [f"# {name}", "", f"Learned denoiser prior for invlab: `{arch.get('_target_')}({kwargs})`.", ""]
     if card.get("recipe"):
-        lines += [f"Trained with `python train.py experiment={card['recipe']}`.", ""]
+        recipe = str(card["recipe"])  # recipes live in conf/experiment/train/; accept either spelling
+        recipe = recipe if "/" in recipe else f"train/{recipe}"
+        lines += [f"Trained with `python train.py experiment={recipe}`.", ""]
     metrics = card.get("metrics") or {}
     if metrics:
         lines += ["## Held-out metrics", "", f"On `{card.get('val_data', '?')}` (noisy inputs with fixed seeded "
