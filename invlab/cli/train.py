@@ -4,6 +4,7 @@
     python train.py experiment=train/dncnn_gray trainer.max_steps=50 logger=csv export=/tmp/d.safetensors
     python train.py data=folder data.path=~/BSD400 export=mine.safetensors   # random patches of a folder
     python train.py experiment=train/dncnn_gray ckpt_path=outputs/train/.../checkpoints/last.ckpt  # resume
+    python train.py experiment=train/ddpm_mnist                       # a diffusion prior (module=ddpm net=unet)
 
 The run dir holds Lightning checkpoints (`checkpoints/last.ckpt`), the logger's files and status.json.
 At the end the final (or EMA) weights go to `export` as a .safetensors checkpoint with its model card
@@ -80,15 +81,14 @@ def train(cfg: DictConfig) -> Path | None:
 
     from invlab.engine.ddp import relaunch_context
     from invlab.engine.loggers import close_logger, make_logger
-    from invlab.train.denoiser import DenoiserModule
-
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     from invlab.train.common import parse_duration
 
     module_kw = _container(cfg.module)
     if module_kw.get("time_budget_s") is None:  # the LR schedule also ends when trainer.max_time runs out
         module_kw["time_budget_s"] = parse_duration(cfg.trainer.get("max_time"))
-    module = DenoiserModule(arch=_container(cfg.net), **module_kw)
+    module_cls = hydra.utils.get_class(module_kw.pop("_target_", "invlab.train.denoiser.DenoiserModule"))
+    module = module_cls(arch=_container(cfg.net), **module_kw)
     ld = _container(cfg.loader)
     workers = int(ld.get("num_workers", 0))
     shuffle = not hasattr(train_ds, "set_epoch")  # random patches are random already
@@ -136,7 +136,9 @@ def export(cfg: DictConfig, module, trainer, train_ds, val_ds) -> tuple[Path, di
     refresh_spectral_norms(net)  # tighten the norm estimates of a nonexpansive net before shipping it
     hp = module.hparams
     metrics = {}
-    if val_ds is not None:
+    if val_ds is not None and hasattr(module, "evaluate"):  # modules whose net is not a D(y, σ) (diffusion)
+        metrics = module.evaluate(val_ds, int(cfg.loader.get("val_batch_size", 8)))
+    elif val_ds is not None:
         metrics = evaluate_denoiser(net, val_ds, hp.val_sigmas, hp.val_seed,
                                     int(cfg.loader.get("val_batch_size", 8)), module.device)
     x0 = train_ds[0]["x"]
@@ -148,14 +150,15 @@ def export(cfg: DictConfig, module, trainer, train_ds, val_ds) -> tuple[Path, di
         "batch_size": int(cfg.loader.batch_size),
         "wall_seconds": round(module.total_wall_seconds(), 1),
         "final_loss": module.final_loss,
-        "loss": hp.loss,
         "metrics": {k: round(v, 3) for k, v in metrics.items()},
         "channels": int(x0.shape[0]),
         "image_size": list(x0.shape[-2:]),
         "value_range": [0.0, 1.0],
-        "sigma_range": [float(hp.sigma_min), float(hp.sigma_max)],
-        "sigma_range_255": [round(float(hp.sigma_min) * 255, 2), round(float(hp.sigma_max) * 255, 2)],
-        "ema_decay": hp.ema_decay,
+        **(module.card() if hasattr(module, "card") else {  # a module may describe itself (diffusion: schedule)
+            "loss": hp.loss,
+            "sigma_range": [float(hp.sigma_min), float(hp.sigma_max)],
+            "sigma_range_255": [round(float(hp.sigma_min) * 255, 2), round(float(hp.sigma_max) * 255, 2)],
+            "ema_decay": hp.ema_decay}),
         "device": str(module.device),
         "precision": str(trainer.precision),
         "torch": torch.__version__,
