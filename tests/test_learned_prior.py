@@ -128,3 +128,15 @@ def test_learned_prior_config():
         build(OmegaConf.merge(cfg, {"checkpoint": "/nonexistent/net.safetensors"}))
     msg = user_message(e.value)
     assert msg.startswith("checkpoint '/nonexistent/net.safetensors' not found") and "\n" not in msg
+
+
+def test_a_diffusion_checkpoint_is_refused_with_a_pointer(tmp_path):
+    """A DDPM's net takes a timestep, not a noise level: loading it as a denoiser would be silently wrong."""
+    arch = {"_target_": "invlab.nets.unet.UNet", "in_channels": 1, "channels": 8, "channel_mult": [1, 2],
+            "num_res_blocks": 1, "attention_levels": [], "mid_attention": False, "groups": 4}
+    path = save_checkpoint(tmp_path / "ddpm.safetensors", build_net(arch), arch,
+                           {"recipe": "train/ddpm_test", "kind": "diffusion"})
+    with pytest.raises(CheckpointError, match="diffusion model") as info:
+        LearnedDenoiser(str(path))
+    assert "\n" not in str(info.value)
+    assert "Learned diffusion prior" in path.with_suffix(".md").read_text()

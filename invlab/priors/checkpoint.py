@@ -125,7 +125,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None):
 def model_card_markdown(name: str, arch: dict, card: dict) -> str:
     """A human-readable model card built from the card dict."""
     kwargs = ", ".join(f"{k}={v}" for k, v in arch.items() if k != "_target_")
-    lines = [f"# {name}", "", f"Learned denoiser prior for invlab: `{arch.get('_target_')}({kwargs})`.", ""]
+    kind = "diffusion" if card.get("kind") == "diffusion" else "denoiser"
+    lines = [f"# {name}", "", f"Learned {kind} prior for invlab: `{arch.get('_target_')}({kwargs})`.", ""]
     if card.get("recipe"):
         recipe = str(card["recipe"])  # recipes live in conf/experiment/train/; accept either spelling
         recipe = recipe if "/" in recipe else f"train/{recipe}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from invlab.errors import CheckpointError
 from invlab.priors.base import Prior
 from invlab.priors.checkpoint import load_checkpoint
 
@@ -22,6 +23,9 @@ class LearnedDenoiser(Prior):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         net, arch, card = load_checkpoint(checkpoint, device=device)
+        if card.get("kind") == "diffusion":  # its net takes a timestep, not a noise level
+            raise CheckpointError(f"{checkpoint} is a diffusion model; load it with its own prior config "
+                                  f"(e.g. prior=ddpm_mnist) or invlab.priors.diffusion.DiffusionPrior.")
         for p in net.parameters():
             p.requires_grad_(False)
         self.net, self.arch, self.card = net, arch, card
