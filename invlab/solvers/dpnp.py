@@ -1,0 +1,89 @@
+"""DPnP: diffusion plug-and-play posterior sampling (Xu & Chi, NeurIPS 2024; methods.md K).
+
+A Gibbs sampler on π(z, u) ∝ p(z) N(u; z, η²) exp(−L(y; u)) on the prior's [-1, 1] model scale, alternating
+    1. proximal consistency sampler (PCS): u ~ exp(−L(y; u) − ‖u − z_k‖²/(2η_k²)),  likelihood only;
+    2. denoising diffusion sampler (DDS):  z_{k+1} ~ p(z | z + η_k w = u),           prior only,
+with η_k annealed: η_max for k_start iterations, then geometric down to η_min over k more. At a fixed η
+the z-marginal is the posterior under the likelihood smoothed by η (for a linear Gaussian model: noise
+covariance σ_y²I + (η/2)²AAᵀ in image units); η → 0 gives p(x | y).
+
+L(y; u) = ‖y − A(x)‖²/(2σ²), x = (u + 1)/2 (the affine map applied explicitly, so A and σ = σ_y stay in
+[0, 1] image units; on the model scale that is σ_m = 2σ for linear A). σ is the task's σ_y unless
+`sigma_lik` is set (the reference code's `multiplier`, 0.15 on its [-1, 1] scale).
+
+PCS, as in the reference code (MALASampling with the Metropolis step disabled): unadjusted Langevin with
+the exponential (OU) integrator for the quadratic coupling,
+    u ← u + a(z_k − u) − η² a ∇L(u) + η √(1 − e^{−2h/η²}) ξ,   a = 1 − e^{−h/η²},
+    h = pcs_scale · min(σ_m², η²) / (pcs_reg + ‖y_m − A_m u‖),   residual in model units (2‖y − A(x)‖).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from invlab.errors import ConfigError
+from invlab.priors.diffusion import from_model, to_model
+from invlab.solvers.base import Solver, Trace
+from invlab.solvers.common import SIGMA_FLOOR, check_positive, expand, initial_iterate, sigma_y_per_sample
+from invlab.solvers.diffusion_steps import data_residual, denoising_sampler, randn_like
+
+
+def eta_schedule(eta_max: float, eta_min: float, k_start: int, k: int) -> list[float]:
+    """η_max for k_start iterations, then k values geometric from η_max to η_min (both ends included)."""
+    tail = [eta_max * (eta_min / eta_max) ** (j / (k - 1)) for j in range(k)] if k > 1 else [eta_min] * k
+    return [eta_max] * k_start + tail
+
+
+@dataclass
+class DPnP(Solver):
+    prior_kind: ClassVar[str] = "diffusion"  # built with a diffusion prior (its config selects ddpm_mnist)
+    eta_max: float = 0.4                  # η on the model scale ([-1, 1]); FFHQ configs 0.4 → 0.16
+    eta_min: float = 0.16
+    k_start: int = 4                      # iterations at η_max
+    k: int = 12                           # geometric decay iterations (K = k_start + k outer iterations)
+    denoiser_sampler: str = "ddim"        # ddpm | ddim (the DDS variant)
+    dds_steps: int = 100                  # levels (= NFE) per DDS call
+    pcs_iters: int = 1000                 # Langevin steps per PCS call
+    pcs_scale: float = 0.6                # h = scale·min(σ_m², η²)/(reg + residual)
+    pcs_reg: float = 50.0
+    sigma_lik: float | None = None        # likelihood σ in [0, 1] units; null: the task's σ_y
+    init: str = "baseline"                # baseline (A⁺y / x_init) | noise (a prior-scale N(0, I) start)
+    clip: bool = True                     # clamp the returned image to [0, 1]
+
+    def solve(self, y: Tensor, A, prior, *, x_init: Tensor | None, generator: torch.Generator | None,
+              trace: Trace) -> Tensor:
+        check_positive(eta_max=self.eta_max, eta_min=self.eta_min, pcs_scale=self.pcs_scale)
+        if self.denoiser_sampler not in ("ddpm", "ddim") or self.init not in ("baseline", "noise"):
+            raise ConfigError(f"dpnp: denoiser_sampler must be ddpm|ddim and init baseline|noise, got "
+                              f"{self.denoiser_sampler!r}, {self.init!r}.")
+        x0 = initial_iterate(y, A, x_init)
+        z = to_model(x0.clamp(0, 1)) if self.init == "baseline" else randn_like(x0, generator)
+        sigma = (sigma_y_per_sample(A, z) if self.sigma_lik is None
+                 else torch.full((z.shape[0],), float(self.sigma_lik), dtype=z.dtype, device=z.device))
+        sigma_m = 2.0 * sigma.clamp_min(SIGMA_FLOOR)                        # model units, (B,)
+        for it, eta in enumerate(eta_schedule(self.eta_max, self.eta_min, self.k_start, self.k)):
+            u = self.pcs(z, y, A, sigma_m, eta, generator)
+            z = denoising_sampler(prior, u, eta, steps=self.dds_steps, kind=self.denoiser_sampler,
+                                  generator=generator)
+            trace(it, from_model(z), eta=eta, data_residual=data_residual(A, y, z))
+        x = from_model(z)
+        return x.clamp(0, 1) if self.clip else x
+
+    def pcs(self, z_k: Tensor, y: Tensor, A, sigma_m: Tensor, eta: float,
+            generator: torch.Generator | None) -> Tensor:
+        """Langevin chain for exp(−L(y; u) − ‖u − z_k‖²/(2η²)), started at z_k."""
+        u, eta2 = z_k.clone(), eta**2
+        lik_w = expand(1.0 / (sigma_m / 2.0) ** 2, u)                 # 1/σ² in image units
+        cap = expand((sigma_m**2).clamp(max=eta2), u)                # min(σ_m², η²)
+        for _ in range(self.pcs_iters):
+            x = from_model(u)
+            resid_m = 2.0 * data_residual(A, y, u)
+            h = self.pcs_scale * cap / (self.pcs_reg + expand(resid_m, u))
+            a = -torch.expm1(-h / eta2)
+            grad = 0.5 * lik_w * A.grad(x, y)                          # ∇_u L = ½ ∇_x L (x = (u + 1)/2)
+            noise = randn_like(u, generator)
+            u = u + a * (z_k - u) - eta2 * a * grad + eta * torch.sqrt(-torch.expm1(-2 * h / eta2)) * noise
+        return u
