@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from invlab.cli.jobs import finish, run_job
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # repo root = parent of invlab/
 log = logging.getLogger("invlab")
-FAILED_JOBS: list[str] = []
 
 
 def build_all(cfg: DictConfig):
@@ -157,44 +156,14 @@ def close(logger, failed: bool = False) -> None:
         close_logger(logger, failed=failed)
 
 
-def run_job(cfg: DictConfig) -> dict | None:
-    """One Hydra job: run, record its status, and turn user errors into one sentence."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from invlab.cli.errors import record_status, user_message
-
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    run_dir = Path(str(cfg.get("run_dir", "."))).absolute()
-    try:
-        report = experiment(cfg)
-    except Exception as exc:
-        msg = user_message(exc)
-        record_status(run_dir, "failed", exc, msg)
-        if multirun:
-            log.error("job failed (%s): %s", run_dir, msg or f"{type(exc).__name__}: {exc}", exc_info=msg is None)
-            FAILED_JOBS.append(f"{run_dir}: {msg or type(exc).__name__}")
-            return None
-        if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(1)
-    record_status(run_dir, "ok")
-    return report
-
-
 @hydra.main(config_path=CONF_DIR, config_name="ood", version_base="1.3")
 def _hydra_entry(cfg: DictConfig) -> None:
-    run_job(cfg)
+    run_job(experiment, cfg)
 
 
 def main() -> None:
     _hydra_entry()
-    if FAILED_JOBS:
-        print(f"error: {len(FAILED_JOBS)} job(s) of the sweep failed:", file=sys.stderr)
-        for line in FAILED_JOBS:
-            print(f"  {line}", file=sys.stderr)
-        sys.exit(1)
+    finish()
 
 
 if __name__ == "__main__":

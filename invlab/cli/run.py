@@ -13,16 +13,15 @@ the sweep goes on; the command exits 1 at the end when any job failed.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from invlab.cli.jobs import finish, run_job
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # repo root = parent of invlab/
 log = logging.getLogger("invlab")
-FAILED_JOBS: list[str] = []  # "run_dir: message" of each failed job of this process' sweep
 
 
 def build_all(cfg: DictConfig):
@@ -79,44 +78,14 @@ def experiment(cfg: DictConfig) -> dict | None:
     return reconstruct(cfg, dataset, task, prior, solver)
 
 
-def run_job(cfg: DictConfig) -> dict | None:
-    """One Hydra job: run, record its status, and turn user errors into one sentence."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from invlab.cli.errors import record_status, user_message
-
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    run_dir = Path(str(cfg.get("run_dir", "."))).absolute()
-    try:
-        summary = experiment(cfg)
-    except Exception as exc:
-        msg = user_message(exc)
-        record_status(run_dir, "failed", exc, msg)
-        if multirun:
-            log.error("job failed (%s): %s", run_dir, msg or f"{type(exc).__name__}: {exc}", exc_info=msg is None)
-            FAILED_JOBS.append(f"{run_dir}: {msg or type(exc).__name__}")
-            return None
-        if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(1)
-    record_status(run_dir, "ok")
-    return summary
-
-
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _hydra_entry(cfg: DictConfig) -> None:
-    run_job(cfg)
+    run_job(experiment, cfg)
 
 
 def main() -> None:
     _hydra_entry()
-    if FAILED_JOBS:
-        print(f"error: {len(FAILED_JOBS)} job(s) of the sweep failed:", file=sys.stderr)
-        for line in FAILED_JOBS:
-            print(f"  {line}", file=sys.stderr)
-        sys.exit(1)
+    finish()
 
 
 if __name__ == "__main__":

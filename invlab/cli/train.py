@@ -14,12 +14,12 @@ User errors print one sentence (`error: ...`) and exit 1.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from invlab.cli.jobs import finish, run_job
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # repo root = parent of invlab/
 log = logging.getLogger("invlab")
@@ -173,23 +173,12 @@ def export(cfg: DictConfig, module, trainer, train_ds, val_ds) -> tuple[Path, di
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_entry(cfg: DictConfig) -> None:
-    from invlab.cli.errors import record_status, user_message
-
-    run_dir = Path(str(cfg.get("run_dir", "."))).absolute()
-    try:
-        train(cfg)
-    except Exception as exc:
-        msg = user_message(exc)
-        record_status(run_dir, "failed", exc, msg)
-        if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(1)
-    record_status(run_dir, "ok")
+    run_job(train, cfg)
 
 
 def main() -> None:
     _hydra_entry()
+    finish()
 
 
 if __name__ == "__main__":

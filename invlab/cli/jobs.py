@@ -1,0 +1,52 @@
+"""One Hydra job, run the same way by every entry point (run.py, train.py, ood.py).
+
+The job's status is recorded in its run directory; a user error becomes one sentence on stderr.
+In a sweep a failed job is logged and remembered, the sweep goes on, and `finish()` exits non-zero
+at the end; a single run exits at once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+log = logging.getLogger("invlab")
+FAILED_JOBS: list[str] = []  # "run_dir: message" of each failed job of this process' sweep
+
+
+def run_job(work: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from invlab.cli.errors import record_status, user_message
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    run_dir = Path(str(cfg.get("run_dir", "."))).absolute()
+    try:
+        result = work(cfg)
+    except Exception as exc:
+        msg = user_message(exc)
+        record_status(run_dir, "failed", exc, msg)
+        if multirun:
+            log.error("job failed (%s): %s", run_dir, msg or f"{type(exc).__name__}: {exc}", exc_info=msg is None)
+            FAILED_JOBS.append(f"{run_dir}: {msg or type(exc).__name__}")
+            return None
+        if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(1)
+    record_status(run_dir, "ok")
+    return result
+
+
+def finish() -> None:
+    """After the Hydra entry returns: exit 1, listing them, if any job of a sweep failed."""
+    if FAILED_JOBS:
+        print(f"error: {len(FAILED_JOBS)} job(s) of the sweep failed:", file=sys.stderr)
+        for line in FAILED_JOBS:
+            print(f"  {line}", file=sys.stderr)
+        sys.exit(1)
