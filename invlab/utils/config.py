@@ -1,8 +1,9 @@
 """Building runtime objects from config groups.
 
 Every group option (`conf/<group>/<option>.yaml`) carries a `name:` key used in run directories and
-tables. It is not a constructor argument: `build` strips it, instantiates the `_target_`, and attaches
-it to the object as `.name`.
+tables. It is not a constructor argument: `build` strips it (and an option's own `defaults:` list,
+present when a file is loaded raw rather than composed), instantiates the `_target_`, and attaches
+the name to the object as `.name`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def build(node: DictConfig | dict, **runtime: Any) -> Any:
 
     container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     name = container.pop("name", None)
+    container.pop("defaults", None)  # a raw-loaded option file's own defaults list is Hydra's business
     try:
         obj = instantiate(container, **runtime, _convert_="all")
     except Exception as err:  # Hydra wraps constructor errors; surface the user-facing one unchanged
