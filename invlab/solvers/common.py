@@ -96,6 +96,23 @@ def normal_op_norm(A, like: Tensor, iters: int = 30) -> Tensor:
     return lam.clamp_min(1e-12)
 
 
+def gradient_step(A, like: Tensor, gamma: float | None, step_scale: float, power_iters: int,
+                  extra_lipschitz: float = 0.0) -> Tensor:
+    """Per-sample step (B, 1, ..., 1): `gamma`, or step_scale/(‖AᵀA‖ + extra_lipschitz)."""
+    if gamma is not None:
+        return expand(per_sample(gamma, like), like)
+    return expand(step_scale / (normal_op_norm(A, like, power_iters) + extra_lipschitz), like)
+
+
+def momentum(x: Tensor, x_prev: Tensor, t: float, accelerate: bool) -> tuple[Tensor, float]:
+    """The next gradient point z and FISTA counter t: z = x (plain), or Nesterov/FISTA extrapolation
+    z = x + (t − 1)/t_next·(x − x_prev) with t_next = (1 + √(1 + 4t²))/2."""
+    if not accelerate:
+        return x, t
+    t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+    return x + ((t - 1.0) / t_next) * (x - x_prev), t_next
+
+
 def _real(y: Tensor) -> Tensor:
     return y.real if y.is_complex() else y
 

@@ -10,23 +10,14 @@ operator; nonlinear operators need `gamma` set explicitly.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from invlab.solvers.base import Solver, Trace
-from invlab.solvers.common import (check_positive, denoiser_sigma, expand, initial_iterate,
-                                   normal_op_norm, per_sample, relative_change)
-
-
-def gradient_step(A, like: Tensor, gamma: float | None, step_scale: float, power_iters: int,
-                  extra_lipschitz: float = 0.0) -> Tensor:
-    """Per-sample step (B, 1, ..., 1): `gamma`, or step_scale/(‖AᵀA‖ + extra_lipschitz)."""
-    if gamma is not None:
-        return expand(per_sample(gamma, like), like)
-    return expand(step_scale / (normal_op_norm(A, like, power_iters) + extra_lipschitz), like)
+from invlab.solvers.common import (check_positive, denoiser_sigma, gradient_step, initial_iterate, momentum,
+                                   relative_change)
 
 
 @dataclass
@@ -49,11 +40,6 @@ class PnPPGD(Solver):
         for k in range(self.iters):
             x_prev = x
             x = prior.denoise(z - step * A.grad(z, y), sigma)
-            if self.fista:
-                t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-                z = x + ((t - 1.0) / t_next) * (x - x_prev)
-                t = t_next
-            else:
-                z = x
+            z, t = momentum(x, x_prev, t, self.fista)
             trace(k, x, residual=relative_change(x, x_prev))
         return x

@@ -13,7 +13,6 @@ constant of that gradient (‖I − W‖ ≤ 1); nonlinear operators need `gamma
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -21,9 +20,8 @@ from torch import Tensor
 
 from invlab.errors import ConfigError
 from invlab.solvers.base import Solver, Trace
-from invlab.solvers.common import (check_positive, denoiser_sigma, initial_iterate, per_sample,
-                                   relative_change)
-from invlab.solvers.pnp_pgd import gradient_step
+from invlab.solvers.common import (check_positive, denoiser_sigma, gradient_step, initial_iterate, momentum,
+                                   per_sample, relative_change)
 
 METHODS = ("gd", "nesterov", "fixed_point")
 
@@ -58,11 +56,6 @@ class RED(Solver):
         for k in range(self.iters):
             x_prev = x
             x = z - step * (A.grad(z, y) + self.tau * (z - prior.denoise(z, sigma)))
-            if self.method == "nesterov":
-                t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-                z = x + ((t - 1.0) / t_next) * (x - x_prev)
-                t = t_next
-            else:
-                z = x
+            z, t = momentum(x, x_prev, t, self.method == "nesterov")
             trace(k, x, residual=relative_change(x, x_prev))
         return x

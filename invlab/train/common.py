@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import math
+import time
+from collections import deque
 from typing import Callable, Iterable, Sequence
 
+import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+from torchmetrics import MeanMetric
 
 from invlab.errors import ConfigError
+from invlab.priors.checkpoint import build_net
 
 
 def fixed_noise(x: Tensor, index: Sequence[int] | Tensor, seed: int, salt: int = 0) -> Tensor:
@@ -104,6 +109,95 @@ def lr_lambda(kind: str, max_steps: int, min_ratio: float = 0.01, milestones: Se
         return warm
 
     return f
+
+
+class PriorModule(L.LightningModule):
+    """What the prior-training modules share: the network and its optional EMA copy (state_dict keys
+    `net.*`, `ema.net.*`), Adam with the `lr_lambda` schedule (stepping or wall-time budget, whichever is
+    further along), EMA updates, the `val/psnr_<σ>` metrics, the loss/wall-time bookkeeping that train.py
+    reads for the model card, and its round trip through Lightning checkpoints.
+
+    A subclass calls `save_hyperparameters()` itself (the hparams are its own constructor's arguments),
+    then `_setup_prior`, and implements `training_step` (logging through `_log_train_loss`); it overrides
+    `val_denoiser` when what validation measures is not `export_net()` itself. Its hparams must include
+    lr, weight_decay, scheduler, lr_min_ratio, warmup_steps, time_budget_s, val_sigmas and val_seed.
+    """
+
+    def _setup_prior(self, arch: dict, ema_decay: float | None, val_sigmas: Sequence[float],
+                     ema_cls: type[EMA] = EMA) -> None:
+        self.arch = dict(arch)
+        self.net = build_net(self.arch)
+        self.ema = ema_cls(self.net, ema_decay) if ema_decay else None
+        self.val_psnr = nn.ModuleDict({_metric_attr(s): MeanMetric() for s in val_sigmas})
+        self.recent_losses: deque[float] = deque(maxlen=100)
+        self.wall_seconds = 0.0  # training time of earlier runs this one resumed from
+        self._t0: float | None = None
+
+    # --- what gets exported (train.py calls these) -----------------------------------------------------
+    def export_net(self) -> nn.Module:
+        return self.ema.net if self.ema is not None else self.net
+
+    @property
+    def final_loss(self) -> float | None:
+        return sum(self.recent_losses) / len(self.recent_losses) if self.recent_losses else None
+
+    def total_wall_seconds(self) -> float:
+        return self.wall_seconds + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+    # --- training --------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def _log_train_loss(self, loss: Tensor, batch_size: int) -> None:
+        self.recent_losses.append(float(loss.detach()))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update(self.net)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.Adam(self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        max_steps = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 \
+            else self.trainer.estimated_stepping_batches
+        budget = hp.time_budget_s
+        progress = (lambda: self.total_wall_seconds() / budget) if budget else None
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(hp.scheduler, max_steps, hp.lr_min_ratio, warmup_steps=hp.warmup_steps,
+                           time_progress=progress))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- validation ------------------------------------------------------------------------------------
+    def val_denoiser(self) -> nn.Module:
+        """The `D(y, σ)` in [0, 1] units that validation measures."""
+        return self.export_net()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        denoiser = self.val_denoiser()
+        for s in self.hparams.val_sigmas:
+            psnr = denoising_psnr(denoiser, batch, s / 255.0, self.hparams.val_seed, salt=int(s * 100))
+            self.val_psnr[_metric_attr(s)].update(psnr)
+
+    def on_validation_epoch_end(self) -> None:
+        for s in self.hparams.val_sigmas:
+            metric = self.val_psnr[_metric_attr(s)]
+            self.log(f"val/{metric_key(s)}", metric.compute(), prog_bar=s == 25, sync_dist=False)
+            metric.reset()
+
+    # --- resume ----------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["invlab"] = {"wall_seconds": self.total_wall_seconds(), "recent_losses": list(self.recent_losses)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("invlab", {})
+        self.wall_seconds = float(state.get("wall_seconds", 0.0))
+        self.recent_losses.extend(state.get("recent_losses", []))
+
+
+def _metric_attr(sigma_255: float) -> str:
+    """metric_key without dots (a ModuleDict key): `psnr_12_5` for σ=12.5/255."""
+    return metric_key(sigma_255).replace(".", "_")
 
 
 class PatchesFromImages(Dataset):

@@ -11,23 +11,18 @@ also sent to W&B when that is the logger. bf16 autocast on CUDA comes from the t
 """
 from __future__ import annotations
 
-import time
-from collections import deque
 from pathlib import Path
 from typing import Sequence
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from invlab.errors import ConfigError
 from invlab.priors.base import as_sigma
-from invlab.priors.checkpoint import build_net
 from invlab.priors.diffusion import from_model, to_model, tweedie_denoise
 from invlab.priors.schedule import DDPMSchedule, ddim_sample
-from invlab.train.common import EMA, denoising_psnr, evaluate_denoiser, lr_lambda, metric_key
+from invlab.train.common import EMA, PriorModule, evaluate_denoiser
 
 
 class TweedieDenoiser(nn.Module):
@@ -67,7 +62,7 @@ def sample_grid(x: Tensor, ncol: int = 8):
     return grid([tiles[i:i + ncol] for i in range(0, len(tiles), ncol)], min_cell=56)
 
 
-class DDPMModule(L.LightningModule):
+class DDPMModule(PriorModule):
     def __init__(self, arch: dict, beta_start: float = 1e-4, beta_end: float = 0.02, num_steps: int = 1000,
                  lr: float = 2e-4, weight_decay: float = 0.0, scheduler: str = "cosine", lr_min_ratio: float = 0.1,
                  warmup_steps: int = 0, time_budget_s: float | None = None, ema_decay: float | None = 0.999,
@@ -78,26 +73,10 @@ class DDPMModule(L.LightningModule):
             raise ConfigError(f"need module.sample_n >= 0 and module.sample_steps >= 1, got {sample_n}, "
                               f"{sample_steps}.")
         self.save_hyperparameters()
-        self.arch = dict(arch)
-        self.net = build_net(self.arch)
         self.schedule = DDPMSchedule(beta_start, beta_end, num_steps)
-        self.ema = WarmupEMA(self.net, ema_decay) if ema_decay else None
-        self.val_psnr = nn.ModuleDict({metric_key(s).replace(".", "_"): MeanMetric() for s in val_sigmas})
-        self.recent_losses: deque[float] = deque(maxlen=100)
-        self.wall_seconds = 0.0  # training time of earlier runs this one resumed from
-        self._t0: float | None = None
+        self._setup_prior(arch, ema_decay, val_sigmas, ema_cls=WarmupEMA)
 
-    # --- what gets exported (train.py calls these) -----------------------------------------------------
-    def export_net(self) -> nn.Module:
-        return self.ema.net if self.ema is not None else self.net
-
-    @property
-    def final_loss(self) -> float | None:
-        return sum(self.recent_losses) / len(self.recent_losses) if self.recent_losses else None
-
-    def total_wall_seconds(self) -> float:
-        return self.wall_seconds + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
-
+    # --- what gets exported (train.py calls these; export_net etc.: PriorModule) -----------------------
     def card(self) -> dict:
         """Model-card fields DiffusionPrior needs (kind, schedule) and that describe the training."""
         hp = self.hparams
@@ -108,51 +87,24 @@ class DDPMModule(L.LightningModule):
     def evaluate(self, dataset, batch_size: int = 64) -> dict[str, float]:
         """Mean Tweedie-denoising PSNR of the exported weights on `dataset` at each σ of val_sigmas."""
         hp = self.hparams
-        return evaluate_denoiser(TweedieDenoiser(self.export_net(), self.schedule), dataset, hp.val_sigmas,
-                                 hp.val_seed, batch_size, self.device)
+        return evaluate_denoiser(self.val_denoiser(), dataset, hp.val_sigmas, hp.val_seed, batch_size, self.device)
 
-    # --- training --------------------------------------------------------------------------------------
-    def on_train_start(self) -> None:
-        self._t0 = time.perf_counter()
-
+    # --- training (EMA, optimiser and resume: PriorModule) ---------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         z0 = to_model(batch["x"])
         t = torch.randint(0, self.schedule.num_steps, (z0.shape[0],), device=z0.device)
         noise = torch.randn_like(z0)
         x_t = self.schedule.q_sample(z0, t, noise)
         loss = F.mse_loss(self.net(x_t, t.float()).float(), noise)
-        self.recent_losses.append(float(loss.detach()))
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=z0.shape[0])
+        self._log_train_loss(loss, z0.shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ema is not None:
-            self.ema.update(self.net)
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.Adam(self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        max_steps = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 \
-            else self.trainer.estimated_stepping_batches
-        budget = hp.time_budget_s
-        progress = (lambda: self.total_wall_seconds() / budget) if budget else None
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(hp.scheduler, max_steps, hp.lr_min_ratio, warmup_steps=hp.warmup_steps,
-                           time_progress=progress))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
     # --- validation ------------------------------------------------------------------------------------
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        denoiser = TweedieDenoiser(self.export_net(), self.schedule)
-        for s in self.hparams.val_sigmas:
-            psnr = denoising_psnr(denoiser, batch, s / 255.0, self.hparams.val_seed, salt=int(s * 100))
-            self.val_psnr[metric_key(s).replace(".", "_")].update(psnr)
+    def val_denoiser(self) -> nn.Module:
+        return TweedieDenoiser(self.export_net(), self.schedule)
 
     def on_validation_epoch_end(self) -> None:
-        for s in self.hparams.val_sigmas:
-            metric = self.val_psnr[metric_key(s).replace(".", "_")]
-            self.log(f"val/{metric_key(s)}", metric.compute(), prog_bar=s == 25, sync_dist=False)
-            metric.reset()
+        super().on_validation_epoch_end()
         if not self.trainer.sanity_checking and self.trainer.is_global_zero and self.hparams.sample_n > 0:
             self.write_samples(f"step{self.global_step:06d}")
 
@@ -186,12 +138,3 @@ class DDPMModule(L.LightningModule):
             self.logger.log_image(key="samples", images=[str(path)], step=self.global_step,
                                   caption=[f"DDIM {self.hparams.sample_steps} steps, seed {self.hparams.sample_seed}"])
         return path
-
-    # --- resume ----------------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["invlab"] = {"wall_seconds": self.total_wall_seconds(), "recent_losses": list(self.recent_losses)}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("invlab", {})
-        self.wall_seconds = float(state.get("wall_seconds", 0.0))
-        self.recent_losses.extend(state.get("recent_losses", []))
