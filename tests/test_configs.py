@@ -280,3 +280,19 @@ def test_sweep_subdir_is_one_flat_folder(config, overrides):
     assert len(subdir) < 100
     if config == "config":
         assert cfg.solver.name in subdir and cfg.task.name in subdir
+
+
+def test_build_surfaces_a_user_error_without_a_cause_cycle():
+    """build() re-raises the InvlabError Hydra wrapped; its cause chain must end (a cycle once made
+    anything that walks it, like the CLI's error printer, loop until memory ran out)."""
+    from invlab.errors import ConfigError
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "task" / "deblur.yaml")
+    cfg.noise = "laplace"
+    with pytest.raises(ConfigError) as info:
+        build(cfg)
+    seen, e = set(), info.value
+    while e is not None:
+        assert id(e) not in seen, "cause/context chain has a cycle"
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__

@@ -19,20 +19,33 @@ def build(node: DictConfig | dict, **runtime: Any) -> Any:
     container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     name = container.pop("name", None)
     container.pop("defaults", None)  # a raw-loaded option file's own defaults list is Hydra's business
+    user_error = None
     try:
         obj = instantiate(container, **runtime, _convert_="all")
     except Exception as err:  # Hydra wraps constructor errors; surface the user-facing one unchanged
-        from invlab.errors import InvlabError
-
-        cause = err
-        while cause is not None and not isinstance(cause, InvlabError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
+        user_error = invlab_cause(err)
+        if user_error is None:
             raise
-        raise cause from err
+    if user_error is not None:
+        # raised outside the except block so no new link is made: `raise e from err` would point e back
+        # at the wrapper whose cause is e, a cycle that loops anything walking the cause chain
+        raise user_error
     if name is not None:
         try:
             obj.name = name
         except AttributeError:  # objects with __slots__ or read-only properties keep their own name
             pass
     return obj
+
+
+def invlab_cause(err: BaseException):
+    """The first InvlabError in err's cause/context chain (cycle-safe), or None."""
+    from invlab.errors import InvlabError
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, InvlabError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
