@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from invlab.errors import CheckpointError
 from invlab.priors.checkpoint import save_checkpoint
@@ -12,30 +11,12 @@ from invlab.priors.diffusion import DiffusionPrior
 from invlab.priors.gaussian import stationary_gaussian
 from invlab.priors.schedule import DDPMSchedule
 
+from helpers_exact import GaussianEps
+
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
 TINY_UNET = dict(in_channels=1, channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_levels=[1], heads=2,
                  groups=4)
-
-
-class GaussianEps(nn.Module):
-    """The exact ε-predictor E[ε | x_t] when images x ∈ [0, 1] are N(μ, Σ), written on the model's own terms:
-    z = 2x − 1 ~ N(m, C) with m = 2μ − 1, C = 4Σ; x_t = √ᾱ z + √(1−ᾱ) ε ~ N(√ᾱ m, ᾱ C + (1−ᾱ) I) and
-    Cov(ε, x_t) = √(1−ᾱ) I, so E[ε | x_t] = √(1−ᾱ) (ᾱ C + (1−ᾱ) I)⁻¹ (x_t − √ᾱ m)."""
-
-    def __init__(self, prior, schedule: DDPMSchedule):
-        super().__init__()
-        self.schedule, self.in_channels = schedule, prior.shape[0]
-        self.m = 2 * prior.mean - 1
-        self.evals, self.evecs = torch.linalg.eigh(4 * prior.cov)
-        self.calls = 0
-
-    def forward(self, x_t, t):
-        self.calls += 1
-        ab = self.schedule.alpha_bar(t).to(F64)[:, None]                       # continuous t: exact ᾱ(t)
-        r = x_t.reshape(x_t.shape[0], -1).to(F64) - ab.sqrt() * self.m
-        coords = (r @ self.evecs) / (ab * self.evals + 1 - ab)
-        return ((1 - ab).sqrt() * coords @ self.evecs.T).reshape(x_t.shape).to(x_t.dtype)
 
 
 @pytest.fixture(scope="module")

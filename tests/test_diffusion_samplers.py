@@ -22,10 +22,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torch import nn
 
 from invlab.errors import ConfigError
-from invlab.ops.base import LinearOperator
 from invlab.priors.diffusion import DiffusionPrior
 from invlab.priors.gaussian import GaussianPrior
 from invlab.priors.schedule import DDPMSchedule
@@ -34,46 +32,10 @@ from invlab.solvers.diffusion_steps import denoising_sampler
 from invlab.solvers.dpnp import DPnP, eta_schedule
 from invlab.solvers.dps import DPS
 
+from helpers_exact import GaussianEps, MatrixOp
+
 F64 = torch.float64
 SHAPE, D, M, SIGMA_Y = (1, 4, 4), 16, 8, 0.05
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class GaussianEps(nn.Module):
-    """Exact E[ε | x_t] for images x ~ N(μ, Σ) on the model scale z = 2x − 1 ~ N(2μ − 1, 4Σ) (as in
-    tests/test_diffusion_prior.py): E[ε | x_t] = √(1−ᾱ) (ᾱ C + (1−ᾱ) I)⁻¹ (x_t − √ᾱ m)."""
-
-    def __init__(self, prior: GaussianPrior, schedule: DDPMSchedule):
-        super().__init__()
-        self.schedule, self.in_channels = schedule, prior.shape[0]
-        self.m = 2 * prior.mean - 1
-        self.evals, self.evecs = torch.linalg.eigh(4 * prior.cov)
-
-    def forward(self, x_t, t):
-        ab = self.schedule.alpha_bar(t).to(F64)[:, None]
-        r = x_t.reshape(x_t.shape[0], -1).to(F64) - ab.sqrt() * self.m
-        coords = (r @ self.evecs) / (ab * self.evals + 1 - ab)
-        return ((1 - ab).sqrt() * coords @ self.evecs.T).reshape(x_t.shape).to(x_t.dtype)
-
-
-class MatrixOp(LinearOperator):
-    def __init__(self, matrix: torch.Tensor, sigma_y: float):
-        super().__init__(SHAPE)
-        self.register_buffer("matrix", matrix)
-        self.noise = SimpleNamespace(sigma=sigma_y)
-
-    def forward(self, x):
-        return x.flatten(1) @ self.matrix.T
-
-    def adjoint(self, y):
-        return (y @ self.matrix).reshape(-1, *SHAPE)
 
 
 def gaussian_posterior(gp: GaussianPrior, mat, y, noise_cov):
@@ -94,7 +56,7 @@ def problem():
     prior = DiffusionPrior(net=GaussianEps(gp, sched), schedule=sched, image_size=SHAPE[1:])
     g = torch.Generator().manual_seed(3)
     mat = torch.randn(M, D, generator=g, dtype=F64) / math.sqrt(D)
-    A = MatrixOp(mat, SIGMA_Y)
+    A = MatrixOp(mat, SHAPE, SIGMA_Y)
     x = gp.sample(1, g, dtype=F64)
     y = A(x) + SIGMA_Y * torch.randn(1, M, generator=g, dtype=F64)
     post_mean, post_cov = gaussian_posterior(gp, mat, y, SIGMA_Y**2 * torch.eye(M, dtype=F64))

@@ -21,15 +21,6 @@ CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests are many tiny tensor ops: intra-op threads only add contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def noisy_crop(size=32, sigma=0.1, channels=1, seed=0):
     rng = np.random.default_rng(seed)
     img = data.astronaut()[100:100 + size, 200:200 + size] / 255.0  # (H, W, 3)

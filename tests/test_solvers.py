@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from invlab.errors import ConfigError
-from invlab.ops.base import LinearOperator, Operator
+from invlab.ops.base import Operator
 from invlab.priors.base import Prior
 from invlab.priors.gaussian import GaussianPrior
 from invlab.solvers.base import Solver
@@ -23,34 +23,11 @@ from invlab.solvers.pnp_hqs import PnPHQS
 from invlab.solvers.pnp_pgd import PnPPGD
 from invlab.solvers.red import RED
 from invlab.utils.config import build
+from helpers_exact import MatrixOp
 
 CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
 SHAPE, M, B, SIGMA_Y = (1, 3, 4), 8, 3, 0.1
 D = math.prod(SHAPE)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests are many tiny tensor ops: intra-op threads only add contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class MatrixOp(LinearOperator):
-    """A x = M·vec(x) with a dense (m, d) matrix; prox_l2 and pinv use the base class's CG fallbacks."""
-
-    def __init__(self, matrix: torch.Tensor, sigma_y: float | torch.Tensor = SIGMA_Y):
-        super().__init__(SHAPE)
-        self.register_buffer("matrix", matrix)
-        self.noise = SimpleNamespace(sigma=sigma_y)
-
-    def forward(self, x):
-        return x.flatten(1) @ self.matrix.T
-
-    def adjoint(self, y):
-        return (y @ self.matrix).reshape(-1, *SHAPE)
 
 
 class Square(Operator):
@@ -72,7 +49,7 @@ def problem():
     mean = 0.5 + 0.1 * torch.randn(D, generator=g, dtype=torch.float64)
     prior = GaussianPrior(mean.reshape(SHAPE), cov)
     x = prior.sample(B, g, dtype=torch.float64)
-    A = MatrixOp(mat)
+    A = MatrixOp(mat, SHAPE, SIGMA_Y)
     y = A(x) + SIGMA_Y * torch.randn(B, M, generator=g, dtype=torch.float64)
     return SimpleNamespace(A=A, y=y, prior=prior, mat=mat.numpy(), cov=cov.numpy(), mean=mean.numpy(),
                            P=np.linalg.inv(cov.numpy()))
@@ -137,7 +114,7 @@ def test_hqs_follows_dpir_schedule(problem):
             rhos.append(torch.as_tensor(rho).clone())
             return super().prox_l2(z, y, rho, iters, lr)
 
-    A, prior = RecordingOp(problem.A.matrix, sigma_y=7.65 / 255), Recorder()
+    A, prior = RecordingOp(problem.A.matrix, SHAPE, sigma_y=7.65 / 255), Recorder()
     PnPHQS()(problem.y, A, prior)
     sigmas = np.logspace(np.log10(49.0), np.log10(7.65), 8) / 255.0  # DPIR's get_rho_sigma
     got = torch.stack(prior.sigmas)[:, 0].numpy()
@@ -188,14 +165,14 @@ def test_nfe_and_one_callback_per_iteration(problem, solver):
                          ids=lambda s: type(s).__name__)
 def test_batched_solve_equals_per_sample_solves(problem, solver):
     sigma_y = torch.tensor([0.05, 0.1, 0.2], dtype=torch.float64)  # per-sample noise levels
-    batched = solver(problem.y, MatrixOp(problem.A.matrix, sigma_y), problem.prior).x
+    batched = solver(problem.y, MatrixOp(problem.A.matrix, SHAPE, sigma_y), problem.prior).x
     for b in range(B):
-        single = solver(problem.y[b:b + 1], MatrixOp(problem.A.matrix, float(sigma_y[b])), problem.prior).x
+        single = solver(problem.y[b:b + 1], MatrixOp(problem.A.matrix, SHAPE, float(sigma_y[b])), problem.prior).x
         assert torch.allclose(batched[b:b + 1], single, atol=1e-6)
 
 
 def test_denoiser_solver_applies_the_prior_once_at_sigma_y(problem):
-    eye = MatrixOp(torch.eye(D, dtype=torch.float64))
+    eye = MatrixOp(torch.eye(D, dtype=torch.float64), SHAPE, SIGMA_Y)
     y = problem.y.new_tensor(np.random.default_rng(0).random((B, D)))
     r = Denoiser()(y, eye, problem.prior)
     assert r.nfe == 1 and torch.allclose(r.x, problem.prior.denoise(eye.baseline(y), SIGMA_Y), atol=1e-9)

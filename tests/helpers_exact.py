@@ -1,0 +1,45 @@
+"""Exact test doubles shared by the solver, analytic-prior and diffusion-sampler tests."""
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from invlab.ops.base import LinearOperator
+
+F64 = torch.float64
+
+
+class MatrixOp(LinearOperator):
+    """A x = M·vec(x) with a dense (m, d) matrix on images of `shape`; prox_l2 and pinv use the base
+    class's CG fallbacks. `sigma_y` may be a float or a per-sample tensor."""
+
+    def __init__(self, matrix: torch.Tensor, shape: tuple[int, ...], sigma_y: float | torch.Tensor):
+        super().__init__(shape)
+        self.register_buffer("matrix", matrix)
+        self.noise = SimpleNamespace(sigma=sigma_y)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.matrix.T
+
+    def adjoint(self, y):
+        return (y @ self.matrix).reshape(-1, *self.in_shape)
+
+
+class GaussianEps(nn.Module):
+    """The exact ε-predictor E[ε | x_t] when images x ∈ [0, 1] are N(μ, Σ), written on the model's own terms:
+    z = 2x − 1 ~ N(m, C) with m = 2μ − 1, C = 4Σ; x_t = √ᾱ z + √(1−ᾱ) ε ~ N(√ᾱ m, ᾱ C + (1−ᾱ) I) and
+    Cov(ε, x_t) = √(1−ᾱ) I, so E[ε | x_t] = √(1−ᾱ) (ᾱ C + (1−ᾱ) I)⁻¹ (x_t − √ᾱ m)."""
+
+    def __init__(self, prior, schedule):
+        super().__init__()
+        self.schedule, self.in_channels = schedule, prior.shape[0]
+        self.m = 2 * prior.mean - 1
+        self.evals, self.evecs = torch.linalg.eigh(4 * prior.cov)
+        self.calls = 0
+
+    def forward(self, x_t, t):
+        self.calls += 1
+        ab = self.schedule.alpha_bar(t).to(F64)[:, None]                       # continuous t: exact ᾱ(t)
+        r = x_t.reshape(x_t.shape[0], -1).to(F64) - ab.sqrt() * self.m
+        coords = (r @ self.evecs) / (ab * self.evals + 1 - ab)
+        return ((1 - ab).sqrt() * coords @ self.evecs.T).reshape(x_t.shape).to(x_t.dtype)
