@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from invlab.analysis.shift import (block_mask, gaussian_integrand, gaussian_kl, integrate, measured_images,
-                                   shift_kl, sigma_grid, to_image_domain)
+from invlab.analysis.shift import gaussian_integrand, gaussian_kl, integrate, shift_kl, sigma_grid
+from invlab.ops.mask import Mask
+from invlab.ops.task import image_domain, measured_images
 from invlab.ops.mask import Mask
 from invlab.ops.mri import SingleCoilMRI
 from invlab.ops.task import Task
@@ -96,9 +97,9 @@ def test_measurement_estimate_matches_its_exact_value(priors, kind):
     A = task.make_operator(SHAPE, [0], seed=0)                 # the operator measured_images will use
     sy = task.sigma_y
     if kind == "inpainting":
-        fn, m = (lambda x, n: to_image_domain(A, A(x.reshape(1, *SHAPE)) + sy * n.reshape(1, *SHAPE)).reshape(D)), D
+        fn, m = (lambda x, n: image_domain(A, A(x.reshape(1, *SHAPE)) + sy * n.reshape(1, *SHAPE)).reshape(D)), D
     else:
-        fn = (lambda x, n: to_image_domain(A, A(x.reshape(1, *SHAPE)) + sy * torch.complex(
+        fn = (lambda x, n: image_domain(A, A(x.reshape(1, *SHAPE)) + sy * torch.complex(
             n[:D], n[D:]).reshape(1, *SHAPE)).reshape(D))
         m = 2 * D
     mean, cov = linear_moments(fn, p.mean, p.cov, m)
@@ -114,7 +115,7 @@ def test_measurement_estimate_matches_its_exact_value(priors, kind):
 def test_measurement_estimate_keeps_the_clean_ranking(priors):
     p, near, far = priors
     A = inpainting_task().make_operator(SHAPE, [0], seed=0)
-    fn = lambda x, n: to_image_domain(A, A(x.reshape(1, *SHAPE)) + 0.1 * n.reshape(1, *SHAPE)).reshape(D)  # noqa: E731
+    fn = lambda x, n: image_domain(A, A(x.reshape(1, *SHAPE)) + 0.1 * n.reshape(1, *SHAPE)).reshape(D)  # noqa: E731
     mean, cov = linear_moments(fn, p.mean, p.cov, D)
     clean = [gaussian_kl(p, q) for q in (near, far)]
     measured = [exact_integral(p, q, mean, cov) for q in (near, far)]
@@ -123,20 +124,20 @@ def test_measurement_estimate_keeps_the_clean_ranking(priors):
 
 def test_block_mask_and_task_measurements():
     g = torch.Generator().manual_seed(4)
-    A = block_mask((1, 64, 64), g, blocks=16, drop_ratio=0.5)
+    A = Mask.blocks((1, 64, 64), g, blocks=16, drop_ratio=0.5)
     m = A.mask[0, 0]
     cells = m.reshape(16, 4, 16, 4)
     assert torch.equal(cells.amax((1, 3)), cells.amin((1, 3)))        # constant on each 4×4 cell
     assert 0.3 < float(m.mean()) < 0.7
     x = torch.rand(3, 1, 64, 64)
-    task = Task(partial(block_mask, blocks=16, drop_ratio=0.5), sigma_y=0.0, per_sample=True)
+    task = Task(partial(Mask.blocks, blocks=16, drop_ratio=0.5), sigma_y=0.0, per_sample=True)
     y = measured_images(task, x)
     A0 = task.make_operator((1, 64, 64), [0], seed=0)
     torch.testing.assert_close(y[0], (x[0] * A0.mask[0] + 0.5 * (1 - A0.mask[0])))
 
 
 def test_shift_runner_writes_json(tmp_path):
-    from invlab.analysis.shift_run import main
+    from invlab.cli.shift import main
 
     out = tmp_path / "shift.json"
     report = main(["--p", "gaussian", "--q", "gaussian", "tv", "--data", "mnist_test", "--data-set", "size=8",

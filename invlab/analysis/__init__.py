@@ -6,6 +6,6 @@
 - `detector`    the shared contract: per-σ features → standardised on ID training data → summed
 - `auroc`       AUROC / FPR@95%TPR (torchmetrics); `ood`: the fit/id/ood evaluation; `plot`: histogram
 - `sets`        image-set selection for OOD pairs (conf/pair/); `shift`: the score-based KL(p‖q),
-                from clean images or from measurements only; `shift_run`: its command line
+                from clean images or from measurements only (command line: `python shift.py`, invlab/cli/shift.py)
 Entry point: `python ood.py detector=<name> pair=<name>` (invlab/cli/ood.py).
 """

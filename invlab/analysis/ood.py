@@ -47,13 +47,18 @@ def compute_features(detector: Detector, prior, dataset, role: str, batch_size: 
     n = len(dataset)
     if n == 0:
         raise ConfigError(f"the {role} image set is empty (check the pair's limits).")
+    from tqdm.auto import tqdm
+
     out, t0 = [], time.perf_counter()
+    bar = tqdm(total=n, desc=f"{detector.name} {role}", unit="img", disable=None, leave=False)
     for start in range(0, n, int(batch_size)):
         pos = list(range(start, min(n, start + int(batch_size))))
         x = torch.stack([torch.as_tensor(dataset[i]["x"]) for i in pos]).float().to(device)
         keys = [SET_CODES[role] * KEY_STRIDE + i for i in pos]
         out.append(detector.features(prior, x, keys))
+        bar.update(len(pos))
         log.info("%s: %d/%d images (%.1f s)", role, pos[-1] + 1, n, time.perf_counter() - t0)
+    bar.close()
     return torch.cat(out)
 
 

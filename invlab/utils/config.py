@@ -49,3 +49,18 @@ def invlab_cause(err: BaseException):
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def load_option(group: str, name: str, overrides: list[str] | None = None):
+    """conf/<group>/<name>.yaml as a DictConfig (with `key=value` overrides), for a config that names another
+    group's option by value (e.g. `measure.task=inpaint_blocks`); a clear error lists the choices."""
+    from pathlib import Path
+
+    from invlab.errors import ConfigError
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / group
+    path = conf / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in conf.glob("*.yaml"))
+        raise ConfigError(f"no {group} config {name!r}; choose one of {', '.join(names)}.")
+    return OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or [])))

@@ -1,13 +1,13 @@
-"""`python -m invlab.analysis.shift_run`: clean vs measurement-domain KL(p‖q) for one in-distribution prior
+"""`python shift.py`: clean vs measurement-domain KL(p‖q) for one in-distribution prior
 p and several others q, on images of p's data (see invlab.analysis.shift).
 
-    python -m invlab.analysis.shift_run --p dncnn_mnist04 --q dncnn_mnist dncnn_gray \\
+    python shift.py --p dncnn_mnist04 --q dncnn_mnist dncnn_gray \\
         --data mnist_test --data-set "classes=[0,1,2,3,4]" limit=100 --task inpaint_blocks mri \\
         --sigma-max 0.19 --out shift.json
 
 Priors are checkpoint names or paths (prior=learned), or the name of another conf/prior option (tv,
 gaussian). Data and tasks are conf/data and conf/task options (`--data-set` / `--task-set` override
-their keys); `inpaint_blocks` is the paper's operator (16×16 grid of cells dropped with p = 0.5,
+their keys); task `inpaint_blocks` is the paper's operator (16×16 grid of cells dropped with p = 0.5,
 σ_y = 0.1). Prints a table and writes JSON: per q, the clean estimate and each task's estimate.
 """
 from __future__ import annotations
@@ -16,22 +16,15 @@ import argparse
 import json
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"  # repo root = parent of invlab/
 
 
 def load_node(group: str, name: str, sets: list[str]):
-    from omegaconf import OmegaConf
+    from invlab.utils.config import load_option
 
-    from invlab.errors import ConfigError
-
-    path = CONF / group / f"{name}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-        raise ConfigError(f"no {group} config {name!r}; choose one of {', '.join(names)}.")
-    return OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(sets))
+    return load_option(group, name, sets)
 
 
 def load_prior(spec: str):
@@ -44,18 +37,8 @@ def load_prior(spec: str):
 
 
 def load_task(name: str, sets: list[str]):
-    from invlab.analysis.shift import block_mask
-    from invlab.ops.task import Task
     from invlab.utils.config import build
 
-    if name == "inpaint_blocks":
-        from omegaconf import OmegaConf
-
-        kw = {"blocks": 16, "drop_ratio": 0.5, "sigma_y": 0.1, **OmegaConf.to_container(OmegaConf.from_dotlist(sets))}
-        task = Task(partial(block_mask, blocks=kw.pop("blocks"), drop_ratio=kw.pop("drop_ratio")),
-                    per_sample=True, **kw)
-        task.name = name
-        return task
     return build(load_node("task", name, sets))
 
 
@@ -65,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--q", nargs="+", required=True, help="the other priors")
     ap.add_argument("--data", default="mnist_test")
     ap.add_argument("--data-set", nargs="*", default=[], help="data overrides, key=value")
-    ap.add_argument("--task", nargs="*", default=["inpaint_blocks"], help="conf/task options or inpaint_blocks")
+    ap.add_argument("--task", nargs="*", default=["inpaint_blocks"], help="conf/task options (inpaint_blocks: the paper's)")
     ap.add_argument("--task-set", nargs="*", default=[], help="overrides for every task, key=value")
     ap.add_argument("--fill", type=float, default=0.5, help="value put into dropped pixels")
     ap.add_argument("--sigma-min", type=float, default=0.002)
@@ -80,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from invlab.analysis.shift import measured_images, shift_kl, sigma_grid
+    from invlab.analysis.shift import shift_kl, sigma_grid
+    from invlab.ops.task import measured_images
     from invlab.utils.config import build
 
     t0 = time.perf_counter()
@@ -107,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
-if __name__ == "__main__":
+def cli() -> None:
     from invlab.cli.errors import user_message
 
     try:
@@ -118,3 +102,7 @@ if __name__ == "__main__":
             raise
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()
