@@ -104,16 +104,25 @@ def test_shape_mismatch_is_caught_before_any_work():
     assert "(1, 8, 8)" in msg and "(1, 28, 28)" in msg and "\n" not in msg
 
 
-def test_a_sweep_with_the_analytic_prior(tmp_path):
+def test_a_sweep_with_the_analytic_prior_then_the_seed_table(tmp_path):
     sweep = tmp_path / "sweep"
-    out = ood_py(tmp_path, "-m", "detector=score_norm,jacobian_norm", "prior=gaussian", "pair=mnist_near",
+    out = ood_py(tmp_path, "-m", "detector=score_norm,jacobian_norm", "seed=0,1", "prior=gaussian", "pair=mnist_near",
                  "pair.size=8", "pair.limit=10", "pair.fit_limit=10", "logger=none", f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-3000:]
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [j.name for j in jobs] == ["0_mnist_near_score_norm_gaussian", "1_mnist_near_jacobian_norm_gaussian"]
+    jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0]))
+    assert [j.name.split("_", 1)[1] for j in jobs] == ["mnist_near_score_norm_gaussian"] * 2 + \
+        ["mnist_near_jacobian_norm_gaussian"] * 2
+    aurocs = {}
     for j in jobs:
         report = json.loads((j / "ood.json").read_text())
         assert report["prior"] == "gaussian" and report["n_ood"] == 10 and (j / "histogram.png").exists()
+        aurocs.setdefault(report["detector"], []).append(report["auroc"])
+    # scripts/ood_table.py: mean ± sample std over the two seeds, per detector
+    table = subprocess.run([sys.executable, str(REPO / "scripts" / "ood_table.py"), str(sweep)],
+                           capture_output=True, text=True, check=True).stdout
+    for det, vals in aurocs.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {det} |"))
+        assert f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}" in row, (row, vals)
 
 
 def test_every_pair_and_detector_config_builds():

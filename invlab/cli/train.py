@@ -114,7 +114,10 @@ def train(cfg: DictConfig) -> Path | None:
     ld = _container(cfg.loader)
     workers = int(ld.get("num_workers", 0))
     shuffle = not hasattr(train_ds, "set_epoch")  # random patches are random already
-    train_loader = DataLoader(train_ds, batch_size=int(ld["batch_size"]), shuffle=shuffle, drop_last=True,
+    batch_size = min(int(ld["batch_size"]), len(train_ds))  # a few-image fine-tune: one batch of all of them
+    if batch_size < int(ld["batch_size"]):
+        log.warning("only %d training images: batch size %d instead of %s", len(train_ds), batch_size, ld["batch_size"])
+    train_loader = DataLoader(train_ds, batch_size=batch_size, shuffle=shuffle, drop_last=True,
                               num_workers=workers, persistent_workers=False,
                               generator=torch.Generator().manual_seed(int(cfg.seed)))
     val_loader = None if val_ds is None else DataLoader(val_ds, batch_size=int(ld.get("val_batch_size", 8)),
