@@ -17,7 +17,8 @@ done
 
 # 2. PnP-ADMM SR×2 (Gaussian blur std 2 then ↓2, σ_y=0.01) on 50 MNIST test digits; ρ=0.0625 and 100
 #    iterations, chosen on 10 training digits with dncnn_mnist. Matched prior (all digits), a near mismatch
-#    (digits 0–4 only), the far mismatch (natural images), and the far one adapted with N = 4, 16, 64 digits.
+#    (digits 0–4 only), the far mismatch (natural images), the far one adapted with N = 4, 16, 64 clean digits,
+#    and adapt_gray_mnist (adapted from 64 inpainting measurements only; experiments/shift).
 $PY run.py -m solver=pnp_admm solver.iters=100 solver.rho=0.0625 task=sr2 data=mnist_test data.limit=50 logger=none \
-    prior=learned "prior.checkpoint=dncnn_mnist,dncnn_mnist04,dncnn_gray$CKPTS" hydra.sweep.dir="$OUT/sr2"
+    prior=learned "prior.checkpoint=dncnn_mnist,dncnn_mnist04,dncnn_gray,adapt_gray_mnist$CKPTS" hydra.sweep.dir="$OUT/sr2"
 $PY scripts/make_table.py "$OUT/sr2"
