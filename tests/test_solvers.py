@@ -184,7 +184,10 @@ def test_denoiser_solver_applies_the_prior_once_at_sigma_y(problem):
 def test_solver_configs_build(problem, path):
     solver = build(OmegaConf.load(path))
     assert isinstance(solver, Solver) and solver.name == path.stem
-    if type(solver) in (PnPADMM, PnPHQS, PnPPGD, RED, Denoiser):  # plain-denoiser solvers run on any prior
+    if getattr(solver, "minibatch", None) is not None:  # ODER: needs stochastic_grad (tests/test_oder.py)
+        with pytest.raises(ConfigError, match="stochastic_grad"):
+            solver(problem.y, problem.A, problem.prior)
+    elif type(solver) in (PnPADMM, PnPHQS, PnPPGD, RED, Denoiser):  # plain-denoiser solvers run on any prior
         r = solver(problem.y, problem.A, problem.prior)
         assert torch.isfinite(r.x).all() and r.nfe > 0
 

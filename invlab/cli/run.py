@@ -56,7 +56,9 @@ def preflight(dataset, task, prior, solver, seed: int) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         raise ShapeError(f"the dataset must give (C, H, W) image tensors but gave {getattr(x, 'shape', type(x))}.")
     xb = x[None]
-    if prior is not None and hasattr(prior, "check_input"):
+    if prior is not None and hasattr(solver, "check_prior"):  # a solver whose prior sees something else (APnP: Dx)
+        solver.check_prior(prior, xb)
+    elif prior is not None and hasattr(prior, "check_input"):
         prior.check_input(xb)
     A, _ = task.measure(xb, [int(item["index"])], seed=seed)
     for need in getattr(solver, "needs", ()):

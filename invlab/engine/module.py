@@ -65,6 +65,17 @@ def measurement_image(baseline: Tensor | None, y: Tensor, like: Tensor):
     return images.blank(like.shape[1], like.shape[2])
 
 
+def parameter_error(estimate: Tensor, truth, batch: int) -> list[float]:
+    """Per-sample relative error ‖θ̂ − θ‖/‖θ‖ of an estimated operator parameter against the operator's
+    own (e.g. a blind solver's kernel vs the task's); NaN where the operator has no such tensor or the
+    shapes differ."""
+    if not isinstance(truth, Tensor) or estimate.shape[1:] != truth.shape[1:]:
+        return [math.nan] * batch
+    est = estimate.expand(batch, *estimate.shape[1:]).flatten(1).double()
+    true = truth.to(estimate.device).expand(batch, *truth.shape[1:]).flatten(1).double()
+    return ((est - true).norm(dim=1) / true.norm(dim=1).clamp_min(1e-30)).tolist()
+
+
 class Reconstruction(L.LightningModule):
     def __init__(self, dataset, task, prior, solver, run_dir, *, seed: int = 0, batch_size: int = 4,
                  save_tensors: bool = False):
@@ -110,6 +121,9 @@ class Reconstruction(L.LightningModule):
         xhat = res.x.detach()
         baseline = self._baseline(A, y, x)
         rows = self._metrics(x, xhat, baseline)
+        for name, est in res.estimates.items():  # operator parameters a blind solver estimated (BC-PnP)
+            for j, err in enumerate(parameter_error(est, getattr(A, name, None), x.shape[0])):
+                rows[j][f"{name}_error"] = err
         b = len(indices)
         for j, index in enumerate(indices):
             row = {"index": index, **rows[j], "nfe": int(res.nfe), "seconds": res.seconds / b,

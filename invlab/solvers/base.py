@@ -29,6 +29,8 @@ class Result:
     nfe: int = 0                                         # network (prior) evaluations
     seconds: float = 0.0                                 # wall time of the solve
     net_seconds: float = 0.0                             # time spent inside the prior's calls
+    estimates: dict[str, Tensor] = field(default_factory=dict)  # per-sample estimated operator parameters
+                                                         # (BC-PnP: "kernel"), named like A's buffers
 
 
 class Trace:
@@ -36,6 +38,7 @@ class Trace:
 
     def __init__(self, callback: Callback | None = None):
         self.values: dict[str, list[float]] = {}
+        self.estimates: dict[str, Tensor] = {}  # a solver that estimates operator parameters puts them here
         self.callback = callback
 
     def __call__(self, k: int, x: Tensor, **info: Any) -> None:
@@ -49,7 +52,7 @@ class Trace:
 class Solver:
     """Base class; subclasses are dataclasses and implement `solve`."""
 
-    needs: ClassVar[tuple[str, ...]] = ()  # operator capabilities required, e.g. ("adjoint",)
+    needs: ClassVar[tuple[str, ...]] = ()  # requirements: "adjoint" (a linear operator), "image_measurements"
 
     def __call__(self, y: Tensor, A, prior, *, x_init: Tensor | None = None,
                  generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
@@ -59,6 +62,10 @@ class Solver:
             if method == "adjoint" and not A.is_linear:
                 raise ConfigError(f"solver {type(self).__name__} needs a linear operator, but "
                                   f"{type(A).__name__} is nonlinear.")
+            if method == "image_measurements" and (y.is_complex() or tuple(y.shape[1:]) != tuple(A.in_shape)):
+                raise ConfigError(f"solver {type(self).__name__} needs real image-shaped measurements (a deblurring "
+                                  f"task), but the task measures {'complex ' if y.is_complex() else ''}"
+                                  f"{tuple(y.shape[1:])} from {tuple(A.in_shape)} images.")
         if prior is not None:
             prior.stats.reset()
         trace = Trace(callback)
@@ -69,7 +76,8 @@ class Solver:
         seconds = time.perf_counter() - t0
         stats = prior.stats if prior is not None else None
         return Result(x=x.detach(), trace=trace.values, nfe=stats.nfe if stats else 0, seconds=seconds,
-                      net_seconds=stats.seconds if stats else 0.0)
+                      net_seconds=stats.seconds if stats else 0.0,
+                      estimates={k: v.detach() for k, v in trace.estimates.items()})
 
     def solve(self, y: Tensor, A, prior, *, x_init: Tensor | None, generator: torch.Generator | None,
               trace: Trace) -> Tensor:  # pragma: no cover - abstract
