@@ -130,7 +130,7 @@ def model_card_markdown(name: str, arch: dict, card: dict) -> str:
     if card.get("recipe"):
         recipe = str(card["recipe"])  # recipes live in conf/experiment/train/; accept either spelling
         recipe = recipe if "/" in recipe else f"train/{recipe}"
-        lines += [f"Trained with `python train.py experiment=train/{recipe}`.", ""]
+        lines += [f"Trained with `python train.py experiment={recipe}`.", ""]
     metrics = card.get("metrics") or {}
     if metrics:
         lines += ["## Held-out metrics", "", f"On `{card.get('val_data', '?')}` (noisy inputs with fixed seeded "
