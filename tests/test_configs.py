@@ -95,7 +95,8 @@ def build_data(cfg: DictConfig, tmp_path: Path) -> None:
     assert len(dataset) >= 1
     x = dataset[0]["x"]
     assert isinstance(x, torch.Tensor) and x.dim() == 3 and x.dtype == torch.float32
-    assert torch.isfinite(x).all() and 0 <= float(x.min()) and float(x.max()) <= 1
+    lo, hi = getattr(dataset, "value_range", (0.0, 1.0))  # images [0, 1]; gradient data (APnP) [-1, 1]
+    assert torch.isfinite(x).all() and lo <= float(x.min()) and float(x.max()) <= hi
     for key in ("size", "patch_size"):
         if key in node:
             assert x.shape[-2:] == (node[key], node[key])
