@@ -297,3 +297,37 @@ def test_build_surfaces_a_user_error_without_a_cause_cycle():
         assert id(e) not in seen, "cause/context chain has a cycle"
         seen.add(id(e))
         e = e.__cause__ or e.__context__
+
+
+TUNED = sorted((CONF / "tuned").glob("*.yaml"))
+
+
+def _tuned_pair(stem: str) -> tuple[str, str] | None:
+    """(solver, task) whose `${solver}_${task}` is this file name, both existing options; None if none."""
+    for solver in sorted(p.stem for p in (CONF / "solver").glob("*.yaml")):
+        task = stem[len(solver) + 1:]
+        if stem.startswith(solver + "_") and (CONF / "task" / f"{task}.yaml").is_file():
+            return solver, task
+    return None
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], node
+
+
+@pytest.mark.parametrize("path", TUNED, ids=lambda p: p.stem)
+def test_tuned_file_names_a_real_pair_and_applies(path, tmp_path):
+    """conf/tuned/<solver>_<task>.yaml is picked up by name only, so a typo would silently do nothing."""
+    pair = _tuned_pair(path.stem)
+    assert pair is not None, f"{path.name}: no conf/solver + conf/task options make this name"
+    cfg = OmegaConf.to_container(compose("config", [f"solver={pair[0]}", f"task={pair[1]}", f"run_dir={tmp_path}"]))
+    tuned = OmegaConf.to_container(OmegaConf.load(path))
+    for key, value in _leaves(tuned):
+        got = cfg
+        for part in key.split("."):
+            got = got[part]
+        assert got == value, f"{path.name}: {key} composed to {got!r}, the file says {value!r}"
