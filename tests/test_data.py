@@ -49,6 +49,14 @@ def test_mnist_class_subset_and_limit():
     assert set(datasets.mnist("test", classes=[5, 6]).labels.tolist()) == {5, 6}
 
 
+def test_mnist_start_gives_a_disjoint_validation_slice():
+    test, val = datasets.mnist("test"), datasets.mnist("test", start=500, limit=10)
+    assert len(val) == 10 and torch.equal(val.images, test.images[500:510])
+    assert torch.equal(val.labels, test.labels[500:510])
+    with pytest.raises(ConfigError, match="start"):
+        datasets.mnist("test", start=1000)
+
+
 def test_limit_must_be_positive():
     with pytest.raises(ConfigError, match="data.limit"):
         datasets.gray_test(limit=0)

