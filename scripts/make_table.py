@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 METRICS = [("PSNR", "psnr", 2), ("SSIM", "ssim", 4), ("NFE", "nfe", 0), ("seconds", "seconds", 3)]
+OPTIONAL = [("PSNR best (oracle)", "psnr_best", 2), ("stop iteration", "iter_stop", 0),
+            ("kernel error", "kernel_error", 4)]  # columns shown when some job's summary has them
 
 
 def find_jobs(root: Path) -> list[Path]:
@@ -70,9 +72,16 @@ def _fmt(m: dict | None, digits: int) -> str:
     return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}"
 
 
+def metrics_of(jobs: list[dict]) -> list[tuple[str, str, int]]:
+    """METRICS, plus each OPTIONAL metric some job's summary holds."""
+    have = {k for j in jobs if j["summary"] for k in j["summary"]["metrics"]}
+    return METRICS + [m for m in OPTIONAL if m[1] in have]
+
+
 def rows(jobs: list[dict]) -> tuple[list[str], list[dict]]:
     keys = swept_keys(jobs)
-    header = ["solver", "task", *keys, *(label for label, _, _ in METRICS), "samples"]
+    metrics = metrics_of(jobs)
+    header = ["solver", "task", *keys, *(label for label, _, _ in metrics), "samples"]
     out = []
     def order(j: dict) -> tuple:  # numbers sort as numbers (iters=2 before iters=10)
         def nat(v: str):
@@ -87,11 +96,11 @@ def rows(jobs: list[dict]) -> tuple[list[str], list[dict]]:
         s = j["summary"]
         if s is None:
             err = j["status"].get("error", "no summary.json")
-            row.update({label: "—" for label, _, _ in METRICS})
+            row.update({label: "—" for label, _, _ in metrics})
             row["samples"] = f"{j['status'].get('status', 'unfinished')}: {err}"
             row["_metrics"] = {}
         else:
-            row.update({label: _fmt(s["metrics"].get(key), d) for label, key, d in METRICS})
+            row.update({label: _fmt(s["metrics"].get(key), d) for label, key, d in metrics})
             row["samples"] = f"{s['counts'].get('ok', 0)}/{s['samples'] + s['counts'].get('missing', 0)}"
             row["_metrics"] = s["metrics"]
         out.append(row)
@@ -106,14 +115,15 @@ def markdown(header: list[str], table: list[dict]) -> str:
 
 def write_csv(header: list[str], table: list[dict], path: Path) -> None:
     """Same rows; each metric as numeric `<key>_mean`, `<key>_std` columns."""
-    ident = [h for h in header if h not in {label for label, _, _ in METRICS}]
-    cols = ident + [f"{key}_{stat}" for _, key, _ in METRICS for stat in ("mean", "std")]
+    metrics = [m for m in METRICS + OPTIONAL if m[0] in header]
+    ident = [h for h in header if h not in {label for label, _, _ in metrics}]
+    cols = ident + [f"{key}_{stat}" for _, key, _ in metrics for stat in ("mean", "std")]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in table:
             vals = {f"{key}_{stat}": (r["_metrics"].get(key) or {}).get(stat)
-                    for _, key, _ in METRICS for stat in ("mean", "std")}
+                    for _, key, _ in metrics for stat in ("mean", "std")}
             w.writerow({**{h: r[h] for h in ident}, **{k: "" if v is None else v for k, v in vals.items()}})
 
 

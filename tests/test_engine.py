@@ -168,3 +168,19 @@ def test_real_components_run_through_the_engine(tmp_path):
         ("digits", "denoise", "tv", "pnp_hqs")
     assert summary["counts"] == {"ok": 2}
     assert summary["metrics"]["psnr"]["mean"] > summary["metrics"]["psnr_input"]["mean"]
+
+
+def test_summary_adds_optional_columns_only_where_present():
+    from invlab.engine.report import format_summary, summarize
+
+    names = {"solver": "s", "task": "t", "prior": "p", "data": "d"}
+    base = {"psnr": 20.0, "ssim": 0.5, "psnr_input": 10.0, "ssim_input": 0.1, "nfe": 3, "seconds": 1.0,
+            "net_seconds": 0.5, "status": "ok"}
+    plain = summarize([dict(base)], names, 1)
+    assert "psnr_best" not in plain["metrics"] and "oracle" not in format_summary(plain)
+    rows = [{**base, "psnr_best": 22.0, "iter_best": 4, "iter_stop": 9}, {**base, "psnr_best": "", "iter_stop": 0}]
+    s = summarize(rows, names, 2)
+    assert s["metrics"]["psnr_best"] == {"mean": 22.0, "std": 0.0, "n": 1}   # the empty cell is not a 0
+    assert s["metrics"]["iter_stop"]["mean"] == 4.5
+    text = format_summary(s)
+    assert "oracle best PSNR over the iterations 22.00" in text and "early stop at iteration 4" in text

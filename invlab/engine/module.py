@@ -7,7 +7,9 @@ network call, so it is also each sample's NFE); `seconds` and `net_seconds` are 
 divided by the batch size. A sample whose reconstruction is not finite gets `status=diverged`, NaN
 metrics, and the run goes on (an exception raised by the solver still fails the run: that is a bug or a
 configuration error, not a property of one sample). The solver's generator is seeded from the seed and
-the batch's first index, so stochastic solvers repeat exactly for the same batching.
+the batch's first index, so stochastic solvers repeat exactly for the same batching. Extra columns: a
+solver's per-sample values (`Result.per_sample`, e.g. DMPlug's `iter_stop`) and, with `track_best=true`,
+each sample's best PSNR over the iterates the solver traced and its iteration (`psnr_best`, `iter_best`).
 
 Logged to the Lightning logger at the end: `test/<metric>`, torchmetrics means synced over ranks, of
 the samples solved by this invocation (a resumed run logs only what it solved; the runner then logs
@@ -76,9 +78,35 @@ def parameter_error(estimate: Tensor, truth, batch: int) -> list[float]:
     return ((est - true).norm(dim=1) / true.norm(dim=1).clamp_min(1e-30)).tolist()
 
 
+class BestPSNR:
+    """Solver callback for `track_best=true`: each sample's best PSNR over the iterates the solver traces
+    (clamped to [0, 1], against the truth only the engine holds) and the iteration where it occurred; the
+    oracle early stop that papers such as DMPlug report. Iterates not shaped like the truth are ignored."""
+
+    def __init__(self, x: Tensor):
+        self.x = x
+        self.best = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+        self.iter = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+
+    @torch.no_grad()
+    def __call__(self, k: int, xk: Tensor, info: dict) -> None:
+        if not isinstance(xk, Tensor) or xk.is_complex() or xk.shape != self.x.shape:
+            return
+        psnr = peak_signal_noise_ratio(xk.detach().clamp(0, 1), self.x, data_range=1.0, reduction="none",
+                                       dim=(1, 2, 3)).double().reshape(-1)
+        better = psnr > self.best  # NaN never wins
+        self.best = torch.where(better, psnr, self.best)
+        self.iter = torch.where(better, torch.full_like(self.iter, k), self.iter)
+
+    def rows(self) -> list[dict]:
+        found = self.iter >= 0
+        return [{"psnr_best": float(b) if f else math.nan, "iter_best": int(i) if f else math.nan}
+                for b, i, f in zip(self.best.tolist(), self.iter.tolist(), found.tolist())]
+
+
 class Reconstruction(L.LightningModule):
     def __init__(self, dataset, task, prior, solver, run_dir, *, seed: int = 0, batch_size: int = 4,
-                 save_tensors: bool = False):
+                 save_tensors: bool = False, track_best: bool = False):
         super().__init__()
         self.dataset, self.task, self.solver = dataset, task, solver
         if isinstance(prior, nn.Module):
@@ -86,6 +114,7 @@ class Reconstruction(L.LightningModule):
         self.prior = prior
         self.store = SampleStore(run_dir)
         self.seed, self.batch_size, self.save_tensors = seed, batch_size, save_tensors
+        self.track_best = track_best  # per-sample best PSNR over the iterates (BestPSNR): an oracle
         # MeanMetric over per-sample values = PSNR/SSIM with per-image reduction; sum states sync
         # across ranks even where a rank had nothing to add. Diverged samples are left out.
         self.means = nn.ModuleDict({k: MeanMetric() for k in METRIC_KEYS})
@@ -116,11 +145,17 @@ class Reconstruction(L.LightningModule):
         if isinstance(A, nn.Module):
             A = A.to(x.device)
         gen = torch.Generator(device=x.device).manual_seed(self.seed * 1_000_003 + indices[0])
+        best = BestPSNR(x) if self.track_best else None
         with torch.enable_grad():  # solvers that differentiate (DPS, autograd adjoints) work as in a script
-            res = self.solver(y, A, self.prior, generator=gen)
+            res = self.solver(y, A, self.prior, generator=gen, callback=best)
         xhat = res.x.detach()
         baseline = self._baseline(A, y, x)
         rows = self._metrics(x, xhat, baseline)
+        for j, extra in enumerate(best.rows() if best is not None else []):
+            rows[j].update(extra)
+        for name, vals in res.per_sample.items():  # per-sample values a solver reports (DMPlug: iter_stop)
+            for j, v in enumerate(vals.reshape(-1).tolist()):
+                rows[j][name] = v
         for name, est in res.estimates.items():  # operator parameters a blind solver estimated (BC-PnP)
             for j, err in enumerate(parameter_error(est, getattr(A, name, None), x.shape[0])):
                 rows[j][f"{name}_error"] = err

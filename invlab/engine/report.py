@@ -16,6 +16,9 @@ from invlab.engine.store import SampleStore, atomic_write
 
 COLUMNS = ["index", "psnr", "ssim", "psnr_input", "ssim_input", "nfe", "seconds", "net_seconds", "status"]
 METRICS = ["psnr", "ssim", "psnr_input", "ssim_input", "nfe", "seconds", "net_seconds"]
+# summarised when some sample has them: the oracle record (track_best=true), an early-stopping solver's
+# stop, a blind solver's kernel error
+OPTIONAL = ["psnr_best", "iter_best", "iter_stop", "kernel_error"]
 
 
 def write_results_csv(rows: list[dict], path: Path) -> None:
@@ -32,6 +35,11 @@ def write_results_csv(rows: list[dict], path: Path) -> None:
     atomic_write(path, write)
 
 
+def _num(value) -> float:
+    """A results.csv cell as a float; empty (a column this row's solver does not write) is NaN."""
+    return math.nan if value is None or value == "" else float(value)
+
+
 def summarize(rows: list[dict], names: dict[str, str], expected: int) -> dict:
     """Mean ± std (population std, over samples with status ok) of every metric, and status counts.
 
@@ -45,8 +53,9 @@ def summarize(rows: list[dict], names: dict[str, str], expected: int) -> dict:
         counts["missing"] = expected - len(rows)
     ok = [r for r in rows if r["status"] == "ok"]
     metrics = {}
-    for key in METRICS:
-        vals = np.array([float(r.get(key, math.nan)) for r in ok], dtype=np.float64)
+    present = [k for k in OPTIONAL if any(k in r for r in ok)]  # columns only some solvers write
+    for key in (*METRICS, *present):
+        vals = np.array([_num(r.get(key)) for r in ok], dtype=np.float64)
         vals = vals[np.isfinite(vals)]
         metrics[key] = {"mean": float(vals.mean()) if vals.size else None,
                         "std": float(vals.std()) if vals.size else None, "n": int(vals.size)}
@@ -84,6 +93,9 @@ def format_summary(summary: dict) -> str:
         f"  PSNR {fmt('psnr', 2)} dB (input {fmt('psnr_input', 2)})   "
         f"SSIM {fmt('ssim', 4)} (input {fmt('ssim_input', 4)})",
         f"  NFE {fmt('nfe', 1)}   seconds/sample {fmt('seconds', 3)}",
+        *([f"  oracle best PSNR over the iterations {fmt('psnr_best', 2)} dB at iteration {fmt('iter_best', 0)}"]
+          if "psnr_best" in summary["metrics"] else []),
+        *([f"  early stop at iteration {fmt('iter_stop', 0)}"] if "iter_stop" in summary["metrics"] else []),
     ])
 
 

@@ -107,7 +107,8 @@ def reconstruct(cfg: DictConfig, dataset, task, prior, solver) -> dict | None:
                 logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         module = Reconstruction(dataset, task, prior, solver, run_dir, seed=int(cfg.get("seed", 0)),
                                 batch_size=int(cfg.get("batch_size", 1)),
-                                save_tensors=bool(cfg.get("save_tensors", False)))
+                                save_tensors=bool(cfg.get("save_tensors", False)),
+                                track_best=bool(cfg.get("track_best", False)))
         with relaunch_context(trainer):
             trainer.test(module, verbose=False)
         if not trainer.is_global_zero:

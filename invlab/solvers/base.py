@@ -31,6 +31,8 @@ class Result:
     net_seconds: float = 0.0                             # time spent inside the prior's calls
     estimates: dict[str, Tensor] = field(default_factory=dict)  # per-sample estimated operator parameters
                                                          # (BC-PnP: "kernel"), named like A's buffers
+    per_sample: dict[str, Tensor] = field(default_factory=dict)  # (B,) values the engine writes as results.csv
+                                                         # columns (DMPlug's ES-WMV: "iter_stop")
 
 
 class Trace:
@@ -39,6 +41,7 @@ class Trace:
     def __init__(self, callback: Callback | None = None):
         self.values: dict[str, list[float]] = {}
         self.estimates: dict[str, Tensor] = {}  # a solver that estimates operator parameters puts them here
+        self.per_sample: dict[str, Tensor] = {}  # (B,) per-sample values (e.g. a stop iteration) for results.csv
         self.callback = callback
 
     def __call__(self, k: int, x: Tensor, **info: Any) -> None:
@@ -77,7 +80,8 @@ class Solver:
         stats = prior.stats if prior is not None else None
         return Result(x=x.detach(), trace=trace.values, nfe=stats.nfe if stats else 0, seconds=seconds,
                       net_seconds=stats.seconds if stats else 0.0,
-                      estimates={k: v.detach() for k, v in trace.estimates.items()})
+                      estimates={k: v.detach() for k, v in trace.estimates.items()},
+                      per_sample={k: v.detach() for k, v in trace.per_sample.items()})
 
     def solve(self, y: Tensor, A, prior, *, x_init: Tensor | None, generator: torch.Generator | None,
               trace: Trace) -> Tensor:  # pragma: no cover - abstract
