@@ -44,6 +44,30 @@ def block_mask(height: int, width: int, blocks: int = 16, drop_ratio: float = 0.
     return keep[rows][:, cols]
 
 
+def rolled_cells_mask(cells: Tensor, shift: Tensor, height: int, width: int) -> Tensor:
+    """(B, H, W) masks from (B, g, g) 0/1 cells, each cell a block of the image (edge cells absorb any
+    remainder, as block_mask), the whole grid rolled circularly by shift (B, 2) = (rows, cols) pixels."""
+    g = cells.shape[-1]
+    rows = (torch.arange(height, device=cells.device)[None] - shift[:, :1]) % height * g // height   # (B, H)
+    cols = (torch.arange(width, device=cells.device)[None] - shift[:, 1:]) % width * g // width      # (B, W)
+    b = torch.arange(cells.shape[0], device=cells.device)[:, None, None]
+    return cells[b, rows[:, :, None], cols[:, None, :]].float()
+
+
+def rolled_block_mask(height: int, width: int, grid: int = 4, drop_ratio: float = 0.4,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """(H, W) mask of MSM's FFHQ training operator (methods.md C, `gsure_random_box`): a grid×grid array of
+    blocks with exactly ⌊grid²·drop_ratio⌋ of them dropped (6 of 16 at 0.4), rolled circularly by a random
+    (rows, cols) shift below one block (32-pixel blocks at 128², 7 at 28²)."""
+    n_drop = int(grid * grid * drop_ratio + 1e-9)
+    order = torch.randperm(grid * grid, generator=generator)
+    cells = torch.ones(grid * grid)
+    cells[order[:n_drop]] = 0.0
+    shift = torch.stack([torch.randint(max(1, height // grid), (1,), generator=generator),
+                         torch.randint(max(1, width // grid), (1,), generator=generator)], dim=1)
+    return rolled_cells_mask(cells.reshape(1, grid, grid), shift, height, width)[0]
+
+
 def cartesian_column_mask(width: int, acceleration: float = 4.0, center_fraction: float = 0.08,
                           generator: torch.Generator | None = None) -> Tensor:
     """(W,) k-space column mask: a fully sampled centre (the ACS lines) plus random other columns.
@@ -118,6 +142,11 @@ class Mask(ImageLinearOperator):
     def blocks(cls, in_shape, generator=None, blocks: int = 16, drop_ratio: float = 0.5) -> "Mask":
         """A grid of blocks×blocks cells, each dropped with probability drop_ratio, on every channel."""
         return cls(in_shape, block_mask(*in_shape[-2:], blocks, drop_ratio, generator=generator))
+
+    @classmethod
+    def rolled_blocks(cls, in_shape, generator=None, grid: int = 4, drop_ratio: float = 0.4) -> "Mask":
+        """MSM's training masks (rolled_block_mask), the same pixels on every channel."""
+        return cls(in_shape, rolled_block_mask(*in_shape[-2:], grid, drop_ratio, generator=generator))
 
     @classmethod
     def example(cls, in_shape=(1, 16, 16), generator=None) -> "Mask":
