@@ -43,3 +43,21 @@ class GaussianEps(nn.Module):
         r = x_t.reshape(x_t.shape[0], -1).to(F64) - ab.sqrt() * self.m
         coords = (r @ self.evecs) / (ab * self.evals + 1 - ab)
         return ((1 - ab).sqrt() * coords @ self.evecs.T).reshape(x_t.shape).to(x_t.dtype)
+
+
+class GaussianMixtureEps(nn.Module):
+    """The exact ε-predictor for images x ∈ [0, 1] drawn from a GaussianMixturePrior, through its exact score:
+    x_t/√ᾱ = z + s ε with z = 2x − 1 and s = √((1−ᾱ)/ᾱ), i.e. x = (x_t/√ᾱ + 1)/2 = x0 + (s/2) ε in image
+    units, and Tweedie gives E[ε | x_t] = −(s/2) ∇log p_{s/2}(x) (the prior's closed-form `score`)."""
+
+    def __init__(self, prior, schedule):
+        super().__init__()
+        self.prior, self.schedule, self.in_channels = prior, schedule, prior.shape[0]
+        self.calls = 0
+
+    def forward(self, x_t, t):
+        self.calls += 1
+        ab = self.schedule.alpha_bar(t).to(F64).view(-1, *[1] * (x_t.dim() - 1))
+        sigma = ((1 - ab) / ab).sqrt() / 2                                    # image-unit noise level
+        x = (x_t.to(F64) / ab.sqrt() + 1) / 2
+        return (-sigma * self.prior.score(x, sigma.reshape(-1))).to(x_t.dtype)

@@ -1,4 +1,4 @@
-"""Steps the diffusion solvers (DPS, DiffPIR, DPnP) share, on the prior's [-1, 1] model scale.
+"""Steps the diffusion solvers (DPS, DiffPIR, DPnP, PnP-DM, DOLPH) share, on the prior's [-1, 1] model scale.
 
 Two parametrisations of the same noisy point (see invlab/priors/schedule.py):
     VP: x_t = √ᾱ_t z0 + √(1−ᾱ_t) ε        (the network's input)
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from invlab.errors import ConfigError
 from invlab.priors.diffusion import from_model, to_model
+from invlab.solvers.common import expand
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -92,6 +93,28 @@ def denoising_sampler(prior, v: Tensor, eta: float, *, steps: int = 100, kind: s
         s_next = levels[i + 1] if i + 1 < len(levels) else 0.0
         z = z0 + (s_next / s) * (z - z0)
     return z
+
+
+def proximal_langevin(z_k: Tensor, y: Tensor, A, sigma_m: Tensor, eta: float, *, iters: int, scale: float,
+                      reg: float, generator: torch.Generator | None = None) -> Tensor:
+    """DPnP's proximal consistency sampler: an unadjusted Langevin chain for
+    π(u) ∝ exp(−L(y; u) − ‖u − z_k‖²/(2η²)) on the model scale, started at z_k, L = ‖y − A(x)‖²/(2σ²) with
+    x = (u + 1)/2 and σ = σ_m/2 ((B,), image units). The quadratic coupling is integrated exactly (OU):
+        u ← u + a(z_k − u) − η² a ∇L(u) + η √(1 − e^{−2h/η²}) ξ,   a = 1 − e^{−h/η²},
+        h = scale · min(σ_m², η²) / (reg + ‖y_m − A_m u‖),   residual in model units (2‖y − A(x)‖).
+    Shared by DPnP and PnP-DM's likelihood step for operators without an exact Gaussian step."""
+    u, eta2 = z_k.clone(), eta**2
+    lik_w = expand(1.0 / (sigma_m / 2.0) ** 2, u)                 # 1/σ² in image units
+    cap = expand((sigma_m**2).clamp(max=eta2), u)                # min(σ_m², η²)
+    for _ in range(int(iters)):
+        x = from_model(u)
+        resid_m = 2.0 * data_residual(A, y, u)
+        h = scale * cap / (reg + expand(resid_m, u))
+        a = -torch.expm1(-h / eta2)
+        grad = 0.5 * lik_w * A.grad(x, y)                          # ∇_u L = ½ ∇_x L (x = (u + 1)/2)
+        noise = randn_like(u, generator)
+        u = u + a * (z_k - u) - eta2 * a * grad + eta * torch.sqrt(-torch.expm1(-2 * h / eta2)) * noise
+    return u
 
 
 def require_diffusion(prior, solver: str) -> None:

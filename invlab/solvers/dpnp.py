@@ -11,8 +11,8 @@ L(y; u) = ‖y − A(x)‖²/(2σ²), x = (u + 1)/2 (the affine map applied expl
 [0, 1] image units; on the model scale that is σ_m = 2σ for linear A). σ is the task's σ_y unless
 `sigma_lik` is set (the reference code's `multiplier`, 0.15 on its [-1, 1] scale).
 
-PCS, as in the reference code (MALASampling with the Metropolis step disabled): unadjusted Langevin with
-the exponential (OU) integrator for the quadratic coupling,
+PCS (diffusion_steps.proximal_langevin, shared with PnP-DM), as in the reference code (MALASampling with the
+Metropolis step disabled): unadjusted Langevin with the exponential (OU) integrator for the quadratic coupling,
     u ← u + a(z_k − u) − η² a ∇L(u) + η √(1 − e^{−2h/η²}) ξ,   a = 1 − e^{−h/η²},
     h = pcs_scale · min(σ_m², η²) / (pcs_reg + ‖y_m − A_m u‖),   residual in model units (2‖y − A(x)‖).
 """
@@ -27,8 +27,8 @@ from torch import Tensor
 from invlab.errors import ConfigError
 from invlab.priors.diffusion import from_model, to_model
 from invlab.solvers.base import Solver, Trace
-from invlab.solvers.common import SIGMA_FLOOR, check_positive, expand, initial_iterate, sigma_y_per_sample
-from invlab.solvers.diffusion_steps import data_residual, denoising_sampler, randn_like
+from invlab.solvers.common import SIGMA_FLOOR, check_positive, initial_iterate, sigma_y_per_sample
+from invlab.solvers.diffusion_steps import data_residual, denoising_sampler, proximal_langevin, randn_like
 
 
 def eta_schedule(eta_max: float, eta_min: float, k_start: int, k: int) -> list[float]:
@@ -74,16 +74,6 @@ class DPnP(Solver):
 
     def pcs(self, z_k: Tensor, y: Tensor, A, sigma_m: Tensor, eta: float,
             generator: torch.Generator | None) -> Tensor:
-        """Langevin chain for exp(−L(y; u) − ‖u − z_k‖²/(2η²)), started at z_k."""
-        u, eta2 = z_k.clone(), eta**2
-        lik_w = expand(1.0 / (sigma_m / 2.0) ** 2, u)                 # 1/σ² in image units
-        cap = expand((sigma_m**2).clamp(max=eta2), u)                # min(σ_m², η²)
-        for _ in range(self.pcs_iters):
-            x = from_model(u)
-            resid_m = 2.0 * data_residual(A, y, u)
-            h = self.pcs_scale * cap / (self.pcs_reg + expand(resid_m, u))
-            a = -torch.expm1(-h / eta2)
-            grad = 0.5 * lik_w * A.grad(x, y)                          # ∇_u L = ½ ∇_x L (x = (u + 1)/2)
-            noise = randn_like(u, generator)
-            u = u + a * (z_k - u) - eta2 * a * grad + eta * torch.sqrt(-torch.expm1(-2 * h / eta2)) * noise
-        return u
+        """Langevin chain for exp(−L(y; u) − ‖u − z_k‖²/(2η²)), started at z_k (diffusion_steps.proximal_langevin)."""
+        return proximal_langevin(z_k, y, A, sigma_m, eta, iters=self.pcs_iters, scale=self.pcs_scale,
+                                 reg=self.pcs_reg, generator=generator)
