@@ -1,0 +1,58 @@
+"""One Markdown table (task × method) from the run directories experiments/diffusion/run.sh wrote.
+
+    python experiments/diffusion/table.py multirun/diffusion > experiments/diffusion/table.md
+
+A method is the solver plus its variant (DPnP: the denoising sampler); DMPlug gives two rows from one run:
+ES-WMV's answer (`psnr`) and the oracle best PSNR over its iterates (`psnr_best`, track_best=true).
+Columns: PSNR and SSIM (mean ± std over the digits), NFE, seconds per digit (the batch's time / 50).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from make_table import find_jobs, read_job  # noqa: E402
+
+TASKS = ["deblur", "sr2", "inpaint_box", "phase_retrieval", "quantized", "deblur_nonlinear"]
+ORDER = ["pnp_admm", "dps", "diffpir", "dpnp-ddpm", "dpnp-ddim", "pnp_dm", "dolph", "dmplug (ES-WMV)",
+         "dmplug (oracle)"]
+
+
+def fmt(m: dict | None, digits: int) -> str:
+    if not m or m.get("mean") is None:
+        return "—"
+    return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}" if digits else f"{m['mean']:.0f}"
+
+
+def rows_of(job: dict) -> list[tuple[str, str, list[str]]]:
+    s, solver = job["summary"], job["solver"]
+    if s is None:
+        return [(job["task"], solver, ["failed: " + str(job["status"].get("error", "no summary"))] + [""] * 3)]
+    m = s["metrics"]
+    cost = [fmt(m.get("nfe"), 0), f"{m['seconds']['mean']:.2f}"]
+    if solver == "dpnp":
+        solver = f"dpnp-{job['overrides'].get('solver.denoiser_sampler', 'ddim')}"
+    if solver == "dmplug":
+        stop = fmt(m.get("iter_stop"), 0)
+        return [(job["task"], "dmplug (ES-WMV)", [fmt(m["psnr"], 2), fmt(m["ssim"], 4), *cost, f"stop at {stop}"]),
+                (job["task"], "dmplug (oracle)", [fmt(m.get("psnr_best"), 2), "—", *cost,
+                                                  f"best at {fmt(m.get('iter_best'), 0)}"])]
+    return [(job["task"], solver, [fmt(m["psnr"], 2), fmt(m["ssim"], 4), *cost, ""])]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", type=Path)
+    args = ap.parse_args()
+    rows = [r for d in find_jobs(args.root) for r in rows_of(read_job(d))]
+    rank = lambda r: (TASKS.index(r[0]) if r[0] in TASKS else 99, ORDER.index(r[1]) if r[1] in ORDER else 99)
+    print("| task | method | PSNR (dB) | SSIM | NFE | s / digit | note |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for task, method, cells in sorted(rows, key=rank):
+        print(f"| {task} | {method} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
