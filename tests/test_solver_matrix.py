@@ -1,5 +1,6 @@
 """Every solver in conf/solver/ × every task in conf/task/ on a tiny batch (2 images, 1×24×24) with the TV
-prior (conf/prior/tv.yaml, 5 inner iterations) and solver iterations cut to 2.
+prior (conf/prior/tv.yaml, 5 inner iterations; the shipped dncnn_gray for a solver that trains a learned
+prior's network, PnP-TTT) and solver iterations cut to 2.
 
 A combination either runs — finite output of the image's shape, NFE > 0 — or the solver refuses the
 operator with a one-sentence ConfigError, and only for a nonlinear operator (or, for a solver that needs
@@ -52,6 +53,9 @@ def node(group: str, option: str, **changes) -> DictConfig:
     return cfg
 
 
+# solvers that train a learned prior's network (prior_kind = "learned") get the shipped dncnn_gray, TTT cut short
+LEARNED_SMALL = {"ttt_steps": 1, "ttt_iters": 2}
+
 # diffusion solvers (prior_kind = "diffusion") run on an untrained tiny UNet DDPM with their loops cut short
 DIFFUSION_SMALL = {"steps": 3, "dds_steps": 2, "pcs_iters": 2, "k_start": 1, "k": 1}
 
@@ -95,6 +99,11 @@ def test_solver_on_task(solver_name, task_name):
     if getattr(build(solver_node), "prior_kind", None) == "diffusion":
         prior = tiny_diffusion_prior()
         for key, value in DIFFUSION_SMALL.items():
+            if key in solver_node:
+                solver_node[key] = value
+    elif getattr(build(solver_node), "prior_kind", None) == "learned":  # trains a network: PnP-TTT
+        prior = build(node("prior", "dncnn_gray"))
+        for key, value in LEARNED_SMALL.items():
             if key in solver_node:
                 solver_node[key] = value
     else:
