@@ -156,6 +156,11 @@ class DDPMSchedule:
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
 
+def descending_pairs(seq: list[int]) -> list[tuple[int, int]]:
+    """(t, t_prev) over an ascending timestep subsequence, from its last entry down; t_prev = −1 ends it."""
+    return list(zip(reversed(seq), reversed([-1] + seq[:-1])))
+
+
 def ddim_step(schedule: DDPMSchedule, x0: Tensor, eps: Tensor, t: int, t_prev: int, eta: float = 0.0,
               noise: Tensor | None = None) -> Tensor:
     """One DDIM step (Song et al. 2021, eq. 12) from x̂0 and ε̂ at step t to step t_prev (−1: the clean end):
@@ -188,7 +193,7 @@ def ddim_sample(eps_fn: EpsFn, schedule: DDPMSchedule, shape: tuple[int, ...], s
 
     seq = schedule.timesteps(steps, skip).tolist()
     x = randn()
-    for t, t_prev in zip(reversed(seq), reversed([-1] + seq[:-1])):
+    for t, t_prev in descending_pairs(seq):
         tt = torch.full((shape[0],), float(t), device=device)
         eps = eps_fn(x, tt)
         x0 = schedule.x0_from_eps(x, tt, eps)

@@ -28,7 +28,7 @@ from invlab.errors import ConfigError
 from invlab.priors.diffusion import from_model, to_model
 from invlab.solvers.base import Solver, Trace
 from invlab.solvers.common import check_positive, expand, sigma_y_per_sample
-from invlab.solvers.diffusion_steps import data_residual, randn_like, require_diffusion
+from invlab.solvers.diffusion_steps import data_residual, descending_pairs, initial_noise, randn_like, require_diffusion
 
 
 @dataclass
@@ -50,10 +50,9 @@ class DiffPIR(Solver):
             raise ConfigError(f"diffpir: zeta must be in [0, 1], got {self.zeta}.")
         sched = prior.schedule
         seq = sched.timesteps(self.steps, self.skip).tolist()
-        dtype = y.real.dtype if y.is_complex() else y.dtype
-        x = randn_like(torch.empty((y.shape[0], *A.in_shape), dtype=dtype, device=y.device), generator)
+        x = initial_noise(y, A, generator)
         sigma_y2 = sigma_y_per_sample(A, x).clamp_min(self.sigma_y_floor) ** 2
-        for k, (t, t_prev) in enumerate(zip(reversed(seq), reversed([-1] + seq[:-1]))):
+        for k, (t, t_prev) in enumerate(descending_pairs(seq)):
             tt = torch.full((x.shape[0],), float(t), dtype=torch.float64, device=x.device)
             z0 = prior.x0(x, tt)
             if t_prev >= 0:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from invlab.errors import ConfigError
 from invlab.priors.diffusion import from_model, to_model
+from invlab.priors.schedule import descending_pairs  # noqa: F401 (the solvers' loop, re-exported)
 from invlab.solvers.common import expand
 
 
@@ -28,6 +29,12 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise shaped like x, drawn on the generator's device (reproducible), moved to x's."""
     device = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def initial_noise(y: Tensor, A, generator: torch.Generator | None) -> Tensor:
+    """x_T ~ N(0, I) shaped like A's images, in y's real dtype (the start of every DDPM/DDIM-type solver)."""
+    dtype = y.real.dtype if y.is_complex() else y.dtype
+    return randn_like(torch.empty((y.shape[0], *A.in_shape), dtype=dtype, device=y.device), generator)
 
 
 def denoise_model(prior, z: Tensor, s: float | Tensor) -> Tensor:

@@ -37,10 +37,10 @@ from torch import Tensor
 
 from invlab.errors import ConfigError
 from invlab.priors.diffusion import from_model
-from invlab.priors.schedule import ddim_step
+from invlab.priors.schedule import ddim_step, descending_pairs
 from invlab.solvers.base import Solver, Trace
 from invlab.solvers.common import check_positive, expand
-from invlab.solvers.diffusion_steps import randn_like, require_diffusion
+from invlab.solvers.diffusion_steps import initial_noise, require_diffusion
 from invlab.solvers.early_stop import WindowedVarianceStop
 
 MODES = ("es_wmv", "oracle", "none")
@@ -50,7 +50,7 @@ def ddim_decode(prior, z: Tensor, timesteps: list[int], clip_x0: bool = True) ->
     """R(z): deterministic DDIM from x = z at timesteps[-1] down the ascending `timesteps` to ᾱ = 1, on the
     model's [-1, 1] scale; differentiable in z. Returns the last step's x̂0 (clamped to [-1, 1] if clip_x0)."""
     sched, x = prior.schedule, z
-    for t, t_prev in zip(reversed(timesteps), reversed([-1] + timesteps[:-1])):
+    for t, t_prev in descending_pairs(timesteps):
         tt = torch.full((x.shape[0],), float(t), dtype=torch.float64, device=x.device)
         eps = prior.eps(x, tt)
         x0 = sched.x0_from_eps(x, tt, eps)
@@ -85,8 +85,7 @@ class DMPlug(Solver):
         check_positive(lr=self.lr)
         seq = prior.schedule.timesteps(self.ddim_steps, self.skip).tolist()
         stop = WindowedVarianceStop(self.window, self.patience) if self.mode == "es_wmv" else None
-        dtype = y.real.dtype if y.is_complex() else y.dtype   # x_init is unused: the seed starts at N(0, I)
-        z = randn_like(torch.empty((y.shape[0], *A.in_shape), dtype=dtype, device=y.device), generator)
+        z = initial_noise(y, A, generator)   # x_init is unused: the seed starts at N(0, I)
         z.requires_grad_(True)
         opt = torch.optim.Adam([z], lr=self.lr)
         for k in range(int(self.iters)):

@@ -31,7 +31,7 @@ from invlab.errors import ConfigError
 from invlab.priors.diffusion import from_model
 from invlab.priors.schedule import ddim_step
 from invlab.solvers.base import Solver, Trace
-from invlab.solvers.diffusion_steps import data_residual, randn_like, require_diffusion
+from invlab.solvers.diffusion_steps import data_residual, descending_pairs, initial_noise, randn_like, require_diffusion
 
 RULES = ("constant", "alpha_bar", "noise")
 
@@ -67,9 +67,8 @@ class DOLPH(Solver):
                               f"got {self.gamma_rule!r}, {self.at!r}, {self.gamma}.")
         sched = prior.schedule
         seq = sched.timesteps(self.steps, self.skip).tolist()
-        dtype = y.real.dtype if y.is_complex() else y.dtype   # x_init is unused: DDPM starts from x_T ~ N(0, I)
-        x = randn_like(torch.empty((y.shape[0], *A.in_shape), dtype=dtype, device=y.device), generator)
-        for k, (t, t_prev) in enumerate(zip(reversed(seq), reversed([-1] + seq[:-1]))):
+        x = initial_noise(y, A, generator)   # x_init is unused: DDPM starts from x_T ~ N(0, I)
+        for k, (t, t_prev) in enumerate(descending_pairs(seq)):
             tt = torch.full((x.shape[0],), float(t), dtype=torch.float64, device=x.device)
             eps = prior.eps(x, tt)
             z0 = sched.x0_from_eps(x, tt, eps)

@@ -25,7 +25,7 @@ from invlab.priors.diffusion import from_model
 from invlab.priors.schedule import ddim_step
 from invlab.solvers.base import Solver, Trace
 from invlab.solvers.common import check_positive
-from invlab.solvers.diffusion_steps import randn_like, require_diffusion
+from invlab.solvers.diffusion_steps import descending_pairs, initial_noise, randn_like, require_diffusion
 
 
 @dataclass
@@ -45,9 +45,8 @@ class DPS(Solver):
         check_positive(zeta=self.zeta)
         sched = prior.schedule
         seq = sched.timesteps(self.steps, self.skip).tolist()
-        dtype = y.real.dtype if y.is_complex() else y.dtype   # x_init is unused: DPS starts from x_T ~ N(0, I)
-        x = randn_like(torch.empty((y.shape[0], *A.in_shape), dtype=dtype, device=y.device), generator)
-        for k, (t, t_prev) in enumerate(zip(reversed(seq), reversed([-1] + seq[:-1]))):
+        x = initial_noise(y, A, generator)   # x_init is unused: DPS starts from x_T ~ N(0, I)
+        for k, (t, t_prev) in enumerate(descending_pairs(seq)):
             tt = torch.full((x.shape[0],), float(t), dtype=torch.float64, device=x.device)
             with torch.enable_grad():
                 x_t = x.detach().requires_grad_(True)

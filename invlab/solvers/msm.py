@@ -33,7 +33,7 @@ from invlab.ops.mask import rolled_cells_mask
 from invlab.priors.diffusion import from_model, to_model
 from invlab.priors.schedule import DDPMSchedule, ddim_step
 from invlab.solvers.base import Solver, Trace
-from invlab.solvers.diffusion_steps import data_residual, randn_like, require_diffusion
+from invlab.solvers.diffusion_steps import data_residual, descending_pairs, initial_noise, randn_like, require_diffusion
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -113,7 +113,7 @@ def msm_sample(eps_fn: EpsFn, schedule: DDPMSchedule, x_T: Tensor, *, steps: int
                           f"{eta}, {loops}.")
     seq = schedule.timesteps(steps, skip).tolist()
     x, x0 = x_T, torch.zeros_like(x_T)
-    for k, (t, t_prev) in enumerate(zip(reversed(seq), reversed([-1] + seq[:-1]))):
+    for k, (t, t_prev) in enumerate(descending_pairs(seq)):
         tt = torch.full((x.shape[0],), float(t), dtype=torch.float64, device=x.device)
         x0 = msm_x0(eps_fn, schedule, x, tt, masks, loops, x0)
         if correct is not None:
@@ -173,8 +173,7 @@ class MSM(Solver):
         if self.stepsize_likelihood < 0:
             raise ConfigError(f"solver msm: stepsize_likelihood must be >= 0, got {self.stepsize_likelihood}.")
         grid, drop = msm_mask_law(prior, self.grid, self.drop_ratio)
-        dtype = y.real.dtype if y.is_complex() else y.dtype   # x_init is unused: sampling starts from x_T ~ N(0, I)
-        x_T = randn_like(torch.empty((y.shape[0], *A.in_shape), dtype=dtype, device=y.device), generator)
+        x_T = initial_noise(y, A, generator)   # x_init is unused: sampling starts from x_T ~ N(0, I)
         masks = MaskSequence(x_T.shape[0], *x_T.shape[-2:], grid, drop, generator)
         lam = float(self.stepsize_likelihood)
         correct = (lambda z0: likelihood_step(z0, A, y, lam)) if lam > 0 else None
