@@ -1,4 +1,5 @@
 """Exact test doubles shared by the solver, analytic-prior and diffusion-sampler tests."""
+import math
 from types import SimpleNamespace
 
 import torch
@@ -61,3 +62,27 @@ class GaussianMixtureEps(nn.Module):
         sigma = ((1 - ab) / ab).sqrt() / 2                                    # image-unit noise level
         x = (x_t.to(F64) / ab.sqrt() + 1) / 2
         return (-sigma * self.prior.score(x, sigma.reshape(-1))).to(x_t.dtype)
+
+
+# ---- sample statistics against an exact Gaussian (the samplers' tests) ------------------------------------
+
+def gaussian_posterior(gp, mat: torch.Tensor, y: torch.Tensor, noise_cov: torch.Tensor):
+    """Mean and covariance of x | y for y = A x + n, n ~ N(0, noise_cov) (any noise covariance), prior gp."""
+    S, mu = gp.cov, gp.mean.reshape(-1)
+    gain = S @ mat.T @ torch.linalg.inv(mat @ S @ mat.T + noise_cov)
+    return mu + gain @ (y.reshape(-1) - mat @ mu), S - gain @ mat @ S
+
+
+def moments(x: torch.Tensor):
+    """Sample mean and covariance of a batch of images, flattened, in float64."""
+    flat = x.reshape(x.shape[0], -1).to(torch.float64)
+    return flat.mean(0), torch.cov(flat.T)
+
+
+def stats(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor):
+    """(max |z| of the sample mean, trace ratio, relative Frobenius error, its Wishart MC floor)."""
+    n = x.shape[0]
+    m, c = moments(x)
+    z = float(((m - mean) / (cov.diagonal() / n).sqrt()).abs().max())
+    floor = math.sqrt((float(cov.trace()) ** 2 + float(cov.norm()) ** 2) / n) / float(cov.norm())
+    return z, float(c.trace() / cov.trace()), float((c - cov).norm() / cov.norm()), floor

@@ -32,17 +32,10 @@ from invlab.solvers.diffusion_steps import denoising_sampler
 from invlab.solvers.dpnp import DPnP, eta_schedule
 from invlab.solvers.dps import DPS
 
-from helpers_exact import GaussianEps, MatrixOp
+from helpers_exact import GaussianEps, MatrixOp, gaussian_posterior, moments, stats
 
 F64 = torch.float64
 SHAPE, D, M, SIGMA_Y = (1, 4, 4), 16, 8, 0.05
-
-
-def gaussian_posterior(gp: GaussianPrior, mat, y, noise_cov):
-    """Mean and covariance of x | y for y = A x + n, n ~ N(0, noise_cov) (any noise covariance)."""
-    S, mu = gp.cov, gp.mean.reshape(-1)
-    gain = S @ mat.T @ torch.linalg.inv(mat @ S @ mat.T + noise_cov)
-    return mu + gain @ (y.reshape(-1) - mat @ mu), S - gain @ mat @ S
 
 
 @pytest.fixture(scope="module")
@@ -63,20 +56,6 @@ def problem():
     assert torch.allclose(post_mean, gp.posterior(mat, y, SIGMA_Y).mean[0], atol=1e-10)  # cross-check
     return SimpleNamespace(gp=gp, prior=prior, mat=mat, A=A, y=y, post_mean=post_mean, post_cov=post_cov,
                            shift=float((post_mean - gp.mean.reshape(-1)).norm()))
-
-
-def moments(x: torch.Tensor):
-    flat = x.reshape(x.shape[0], -1).to(F64)
-    return flat.mean(0), torch.cov(flat.T)
-
-
-def stats(x, mean, cov):
-    """(max |z| of the sample mean, trace ratio, relative Frobenius error, its MC floor)."""
-    n = x.shape[0]
-    m, c = moments(x)
-    z = float(((m - mean) / (cov.diagonal() / n).sqrt()).abs().max())
-    floor = math.sqrt((float(cov.trace()) ** 2 + float(cov.norm()) ** 2) / n) / float(cov.norm())
-    return z, float(c.trace() / cov.trace()), float((c - cov).norm() / cov.norm()), floor
 
 
 # ---- (a) the denoising diffusion sampler samples p(x0 | x0 + η w) ------------------------------------------

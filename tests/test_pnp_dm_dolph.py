@@ -28,26 +28,10 @@ from invlab.priors.schedule import DDPMSchedule
 from invlab.solvers.dolph import DOLPH, data_gradient, step_size
 from invlab.solvers.pnp_dm import PnPDM, rho_schedule
 
-from helpers_exact import GaussianEps, MatrixOp
+from helpers_exact import GaussianEps, MatrixOp, gaussian_posterior, stats
 
 F64 = torch.float64
 SHAPE, D, M, SIGMA_Y = (1, 4, 4), 16, 8, 0.05
-
-
-def gaussian_posterior(gp: GaussianPrior, mat, y, noise_cov):
-    """Mean and covariance of x | y for y = A x + n, n ~ N(0, noise_cov)."""
-    S, mu = gp.cov, gp.mean.reshape(-1)
-    gain = S @ mat.T @ torch.linalg.inv(mat @ S @ mat.T + noise_cov)
-    return mu + gain @ (y.reshape(-1) - mat @ mu), S - gain @ mat @ S
-
-
-def stats(x, mean, cov):
-    """(max |z| of the sample mean, trace ratio, relative Frobenius error, its Wishart MC floor)."""
-    flat = x.reshape(x.shape[0], -1).to(F64)
-    n, c = flat.shape[0], torch.cov(flat.T)
-    z = float(((flat.mean(0) - mean) / (cov.diagonal() / n).sqrt()).abs().max())
-    floor = math.sqrt((float(cov.trace()) ** 2 + float(cov.norm()) ** 2) / n) / float(cov.norm())
-    return z, float(c.trace() / cov.trace()), float((c - cov).norm() / cov.norm()), floor
 
 
 @pytest.fixture(scope="module")
