@@ -17,7 +17,7 @@ from pathlib import Path
 
 METRICS = [("PSNR", "psnr", 2), ("SSIM", "ssim", 4), ("NFE", "nfe", 0), ("seconds", "seconds", 3)]
 OPTIONAL = [("PSNR best (oracle)", "psnr_best", 2), ("stop iteration", "iter_stop", 0),
-            ("kernel error", "kernel_error", 4)]  # columns shown when some job's summary has them
+            ("kernel error", "kernel_error", 4), ("PSNR aligned", "psnr_aligned", 2)]  # columns shown when some job's summary has them
 
 
 def find_jobs(root: Path) -> list[Path]:

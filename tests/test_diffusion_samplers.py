@@ -169,7 +169,11 @@ def test_dps_needs_a_differentiable_prior(problem):
         DPnP(denoiser_sampler="sde")(problem.y, problem.A, problem.prior)
 
 
-@pytest.mark.parametrize("name", ["dps", "diffpir", "dpnp"])
+CLASSES = {"dps": "DPS", "diffpir": "DiffPIR", "dpnp": "DPnP", "dmplug": "DMPlug", "dolph": "DOLPH",
+           "pnp_dm": "PnPDM"}
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
 def test_solver_configs_select_the_mnist_diffusion_prior(name):
     from hydra import compose, initialize_config_dir
 
@@ -179,10 +183,10 @@ def test_solver_configs_select_the_mnist_diffusion_prior(name):
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose("config", overrides=[f"solver={name}", "task=deblur"])
         mine = compose("config", overrides=[f"solver={name}", "prior=gaussian", "data=digits"])
-    assert cfg.prior.name == "ddpm_mnist" and cfg.data.name == "mnist_test"
+    assert cfg.prior.name == "ddpm_mnist" and cfg.data.name == "mnist_test8" and cfg.data.limit == 8
     assert mine.prior.name == "gaussian" and mine.data.name == "digits"  # the command line still wins
     solver = build(cfg.solver)
-    assert solver.name == name and type(solver).__name__ == {"dps": "DPS", "diffpir": "DiffPIR", "dpnp": "DPnP"}[name]
+    assert solver.name == name and type(solver).__name__ == CLASSES[name]
     assert OmegaConf.to_container(cfg.solver).keys() >= {"name", "_target_"}
 
 
@@ -193,3 +197,28 @@ def test_solvers_run_end_to_end_with_nfe_counted(problem):
         res = solver(problem.y, A, prior, generator=torch.Generator().manual_seed(0))
         assert res.nfe == nfe and res.x.shape == (1, *SHAPE) and torch.isfinite(res.x).all()
         assert 0 <= float(res.x.min()) and float(res.x.max()) <= 1  # clip=True by default
+
+
+def test_likelihood_norm_is_the_residual_norm_for_gaussian_terms_and_follows_the_nll_for_quantized():
+    """DPS's ‖y − A(x̂0)‖ comes from √(2·data_fidelity): the plain residual norm (complex MRI included) for
+    every Gaussian-data-term operator, and for 1-bit quantisation a function of its NLL whose gradient points
+    along the NLL gradient (the logit residual ‖y − a‖ would not)."""
+    import invlab.ops  # noqa: F401  (registers every operator)
+    from invlab.ops.base import OPERATORS
+    from invlab.solvers.diffusion_steps import likelihood_norm
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 16, 16, generator=g, dtype=F64)
+    for name, cls in sorted(OPERATORS.items()):
+        A = cls.example((1, 16, 16), generator=torch.Generator().manual_seed(1)).to(F64)
+        y = A(torch.rand(2, 1, 16, 16, generator=g, dtype=F64)).detach()
+        if name == "quantized":
+            y = torch.where(torch.rand(y.shape, generator=g, dtype=F64) < torch.sigmoid(y), 1.0, -1.0).to(F64)
+            xg = x.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(likelihood_norm(A, y, xg).sum(), xg)
+            cos = torch.nn.functional.cosine_similarity(grad.flatten(1), A.grad(x, y).flatten(1))
+            assert bool((cos > 1 - 1e-9).all())
+            continue
+        r = y - A(x)
+        expected = (r.abs() if r.is_complex() else r).flatten(1).norm(dim=1)
+        assert torch.allclose(likelihood_norm(A, y, x), expected, rtol=1e-10), name

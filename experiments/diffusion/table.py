@@ -4,7 +4,9 @@
 
 A method is the solver plus its variant (DPnP: the denoising sampler); DMPlug gives two rows from one run:
 ES-WMV's answer (`psnr`) and the oracle best PSNR over its iterates (`psnr_best`, track_best=true).
-Columns: PSNR and SSIM (mean ± std over the digits), NFE, seconds per digit (the batch's time / 50).
+Columns: PSNR and SSIM (mean ± std over the digits), the PSNR up to the operator's trivial ambiguities (phase
+retrieval: shifts and the 180° rotation; `psnr_aligned`), NFE, seconds per digit (the batch's time / 50).
+Longer budgets (budgets.sh) are labelled: DPS at 1,000 steps, DMPlug at 1,000 iterations.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from make_table import find_jobs, read_job  # noqa: E402
 
 TASKS = ["deblur", "sr2", "inpaint_box", "phase_retrieval", "quantized", "deblur_nonlinear"]
-ORDER = ["pnp_admm", "dps", "diffpir", "dpnp-ddpm", "dpnp-ddim", "pnp_dm", "dolph", "dmplug (ES-WMV)",
-         "dmplug (oracle)"]
+ORDER = ["pnp_admm", "dps", "dps (1,000 steps)", "diffpir", "dpnp-ddpm", "dpnp-ddim", "pnp_dm", "dolph",
+         "dmplug (ES-WMV)", "dmplug (oracle)", "dmplug-1000 (ES-WMV)", "dmplug-1000 (oracle)"]
 
 
 def fmt(m: dict | None, digits: int) -> str:
@@ -30,16 +32,20 @@ def rows_of(job: dict) -> list[tuple[str, str, list[str]]]:
     s, solver = job["summary"], job["solver"]
     if s is None:
         return [(job["task"], solver, ["failed: " + str(job["status"].get("error", "no summary"))] + [""] * 3)]
-    m = s["metrics"]
+    m, over = s["metrics"], job["overrides"]
     cost = [fmt(m.get("nfe"), 0), f"{m['seconds']['mean']:.2f}"]
     if solver == "dpnp":
-        solver = f"dpnp-{job['overrides'].get('solver.denoiser_sampler', 'ddim')}"
+        solver = f"dpnp-{over.get('solver.denoiser_sampler', 'ddim')}"
+    if solver == "dps" and str(over.get("solver.steps")) == "1000":
+        solver = "dps (1,000 steps)"
     if solver == "dmplug":
+        name = "dmplug" if str(over.get("solver.iters")) == "300" else f"dmplug-{over.get('solver.iters')}"
         stop = fmt(m.get("iter_stop"), 0)
-        return [(job["task"], "dmplug (ES-WMV)", [fmt(m["psnr"], 2), fmt(m["ssim"], 4), *cost, f"stop at {stop}"]),
-                (job["task"], "dmplug (oracle)", [fmt(m.get("psnr_best"), 2), "—", *cost,
-                                                  f"best at {fmt(m.get('iter_best'), 0)}"])]
-    return [(job["task"], solver, [fmt(m["psnr"], 2), fmt(m["ssim"], 4), *cost, ""])]
+        return [(job["task"], f"{name} (ES-WMV)", [fmt(m["psnr"], 2), fmt(m["ssim"], 4), "—", *cost,
+                                                    f"stop at {stop}"]),
+                (job["task"], f"{name} (oracle)", [fmt(m.get("psnr_best"), 2), "—", "—", *cost,
+                                                    f"best at {fmt(m.get('iter_best'), 0)}"])]
+    return [(job["task"], solver, [fmt(m["psnr"], 2), fmt(m["ssim"], 4), fmt(m.get("psnr_aligned"), 2), *cost, ""])]
 
 
 def main() -> None:
@@ -48,8 +54,8 @@ def main() -> None:
     args = ap.parse_args()
     rows = [r for d in find_jobs(args.root) for r in rows_of(read_job(d))]
     rank = lambda r: (TASKS.index(r[0]) if r[0] in TASKS else 99, ORDER.index(r[1]) if r[1] in ORDER else 99)
-    print("| task | method | PSNR (dB) | SSIM | NFE | s / digit | note |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| task | method | PSNR (dB) | SSIM | PSNR aligned | NFE | s / digit | note |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for task, method, cells in sorted(rows, key=rank):
         print(f"| {task} | {method} | " + " | ".join(cells) + " |")
 

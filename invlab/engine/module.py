@@ -9,7 +9,9 @@ metrics, and the run goes on (an exception raised by the solver still fails the 
 configuration error, not a property of one sample). The solver's generator is seeded from the seed and
 the batch's first index, so stochastic solvers repeat exactly for the same batching. Extra columns: a
 solver's per-sample values (`Result.per_sample`, e.g. DMPlug's `iter_stop`) and, with `track_best=true`,
-each sample's best PSNR over the iterates the solver traced and its iteration (`psnr_best`, `iter_best`).
+each sample's best PSNR over the iterates the solver traced and its iteration (`psnr_best`, `iter_best`),
+and, where the operator has `align` (Fourier phase retrieval), `psnr_aligned`/`ssim_aligned`: the metrics
+up to the operator's trivial ambiguities.
 
 Logged to the Lightning logger at the end: `test/<metric>`, torchmetrics means synced over ranks, of
 the samples solved by this invocation (a resumed run logs only what it solved; the runner then logs
@@ -36,6 +38,7 @@ from invlab.engine.store import SampleStore
 from invlab.utils import images
 
 METRIC_KEYS = ("psnr", "ssim", "psnr_input", "ssim_input")
+ALIGNED_KEYS = ("psnr_aligned", "ssim_aligned")   # operators with trivial ambiguities (`A.align`)
 
 
 def ssim_kernel_size(height: int, width: int) -> int:
@@ -117,7 +120,7 @@ class Reconstruction(L.LightningModule):
         self.track_best = track_best  # per-sample best PSNR over the iterates (BestPSNR): an oracle
         # MeanMetric over per-sample values = PSNR/SSIM with per-image reduction; sum states sync
         # across ranks even where a rank had nothing to add. Diverged samples are left out.
-        self.means = nn.ModuleDict({k: MeanMetric() for k in METRIC_KEYS})
+        self.means = nn.ModuleDict({k: MeanMetric() for k in (*METRIC_KEYS, *ALIGNED_KEYS)})
         self.todo: list[int] = []
         self.shard: list[int] = []
         self.shard_is_pad = False
@@ -151,6 +154,7 @@ class Reconstruction(L.LightningModule):
         xhat = res.x.detach()
         baseline = self._baseline(A, y, x)
         rows = self._metrics(x, xhat, baseline)
+        self._aligned_metrics(A, x, xhat, rows)
         for j, extra in enumerate(best.rows() if best is not None else []):
             rows[j].update(extra)
         for name, vals in res.per_sample.items():  # per-sample values a solver reports (DMPlug: iter_stop)
@@ -206,6 +210,24 @@ class Reconstruction(L.LightningModule):
                     self.means[name + prefix].update(vals[counted])
         status = ["ok" if bool(f) else "diverged" for f in finite]
         return [{**{k: out[k][j] for k in METRIC_KEYS}, "status": status[j]} for j in range(n)]
+
+    def _aligned_metrics(self, A, x: Tensor, xhat: Tensor, rows: list[dict]) -> None:
+        """`psnr_aligned`, `ssim_aligned` where the operator cannot tell some images apart (Fourier phase
+        retrieval: shifts and the 180° rotation): the metrics of `A.align(x̂, x)`, the closest member of
+        x̂'s ambiguity orbit. The plain `psnr` stays the headline number."""
+        align = getattr(A, "align", None)
+        ok = torch.isfinite(xhat).flatten(1).all(1)
+        if not callable(align) or not bool(ok.any()):
+            return
+        e = align(xhat[ok].clamp(0, 1), x[ok]).clamp(0, 1)
+        t = x[ok]
+        psnr = peak_signal_noise_ratio(e, t, data_range=1.0, reduction="none", dim=(1, 2, 3)).reshape(-1)
+        ssim = structural_similarity_index_measure(e, t, data_range=1.0, reduction="none",
+                                                   kernel_size=ssim_kernel_size(*t.shape[-2:])).reshape(-1)
+        for j, p, s in zip(ok.nonzero().flatten().tolist(), psnr.tolist(), ssim.tolist()):
+            rows[j].update(psnr_aligned=p, ssim_aligned=s)
+        self.means["psnr_aligned"].update(psnr)
+        self.means["ssim_aligned"].update(ssim)
 
     # ---- epoch end: synced means to the logger -----------------------------------------------
     def on_test_epoch_end(self) -> None:

@@ -17,8 +17,8 @@ from invlab.engine.store import SampleStore, atomic_write
 COLUMNS = ["index", "psnr", "ssim", "psnr_input", "ssim_input", "nfe", "seconds", "net_seconds", "status"]
 METRICS = ["psnr", "ssim", "psnr_input", "ssim_input", "nfe", "seconds", "net_seconds"]
 # summarised when some sample has them: the oracle record (track_best=true), an early-stopping solver's
-# stop, a blind solver's kernel error
-OPTIONAL = ["psnr_best", "iter_best", "iter_stop", "kernel_error"]
+# stop, a blind solver's kernel error, phase retrieval's metrics up to its ambiguities
+OPTIONAL = ["psnr_best", "iter_best", "iter_stop", "kernel_error", "psnr_aligned", "ssim_aligned"]
 
 
 def write_results_csv(rows: list[dict], path: Path) -> None:
@@ -95,6 +95,8 @@ def format_summary(summary: dict) -> str:
         f"  NFE {fmt('nfe', 1)}   seconds/sample {fmt('seconds', 3)}",
         *([f"  oracle best PSNR over the iterations {fmt('psnr_best', 2)} dB at iteration {fmt('iter_best', 0)}"]
           if "psnr_best" in summary["metrics"] else []),
+        *([f"  up to the operator's ambiguities (shift, 180° rotation): PSNR {fmt('psnr_aligned', 2)} dB   "
+           f"SSIM {fmt('ssim_aligned', 4)}"] if "psnr_aligned" in summary["metrics"] else []),
         *([f"  early stop at iteration {fmt('iter_stop', 0)}"] if "iter_stop" in summary["metrics"] else []),
     ])
 

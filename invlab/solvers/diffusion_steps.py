@@ -49,6 +49,13 @@ def data_residual(A, y: Tensor, z: Tensor) -> Tensor:
     return r.abs().flatten(1).norm(dim=1) if r.is_complex() else r.flatten(1).norm(dim=1)
 
 
+def likelihood_norm(A, y: Tensor, x: Tensor) -> Tensor:
+    """√(2·A.data_fidelity(x, y)) per sample, (B,): ‖y − A(x)‖ for a Gaussian data term, and for an operator
+    whose data term is a full negative log-likelihood (1-bit quantisation) the same function of it, so that
+    DPS-type gradients ∇‖·‖ follow the likelihood rather than a residual between bits and logits."""
+    return (2.0 * A.data_fidelity(x, y)).clamp_min(0).sqrt()
+
+
 def geometric_levels(top: float, bottom: float, n: int) -> list[float]:
     """n VE levels from `top` down to `bottom` (both included when n ≥ 2), equal ratios; descending."""
     if n <= 1 or bottom >= top:

@@ -9,7 +9,8 @@ so the effective step on the squared norm is ζ/(2‖r‖) (the paper's ζ_t = �
 factor 2). The residual is measured on the model scale, as in the reference code (its operators act on
 [-1, 1] images): ‖y_m − A_m(z)‖ = 2‖y − A((z + 1)/2)‖, which keeps the repo's ζ values (0.3 deblur/SR,
 0.5 inpainting, 1.0 phase retrieval) meaningful here. `steps` < T walks a uniform subsequence (respaced
-DDPM, `skip`). Known bias (tests/test_diffusion_samplers.py): for a Gaussian prior and linear A its
+DDPM, `skip`). The norm is √(2·A.data_fidelity): for 1-bit quantised sensing, whose data term is a
+negative log-likelihood, DPS then follows ∇√(2·NLL). Known bias (tests/test_diffusion_samplers.py): for a Gaussian prior and linear A its
 samples are not posterior samples (mean off, spread too small).
 """
 from __future__ import annotations
@@ -25,7 +26,8 @@ from invlab.priors.diffusion import from_model
 from invlab.priors.schedule import ddim_step
 from invlab.solvers.base import Solver, Trace
 from invlab.solvers.common import check_positive
-from invlab.solvers.diffusion_steps import descending_pairs, initial_noise, randn_like, require_diffusion
+from invlab.solvers.diffusion_steps import (descending_pairs, initial_noise, likelihood_norm, randn_like,
+                                           require_diffusion)
 
 
 @dataclass
@@ -52,8 +54,7 @@ class DPS(Solver):
                 x_t = x.detach().requires_grad_(True)
                 eps = prior.eps(x_t, tt)
                 z0 = sched.x0_from_eps(x_t, tt, eps)
-                r = 2.0 * (y - A(from_model(z0)))
-                norm = (r.abs() if r.is_complex() else r).flatten(1).norm(dim=1)
+                norm = 2.0 * likelihood_norm(A, y, from_model(z0))   # model units: ‖y_m − A_m(ẑ0)‖
                 (grad,) = torch.autograd.grad(norm.sum(), x_t)
             z0, eps = z0.detach(), eps.detach()
             if self.clip_x0:
