@@ -184,3 +184,17 @@ def test_summary_adds_optional_columns_only_where_present():
     assert s["metrics"]["iter_stop"]["mean"] == 4.5
     text = format_summary(s)
     assert "oracle best PSNR over the iterations 22.00" in text and "early stop at iteration 4" in text
+
+
+def test_phase_retrieval_runs_also_report_metrics_up_to_its_ambiguities(tmp_path):
+    """Fourier phase retrieval rows carry psnr_aligned/ssim_aligned (A.align: shifts, 180° rotation); the
+    unshifted x̂ is one of the candidates, so the aligned PSNR is never below the plain one."""
+    run_dir = tmp_path / "run"
+    summary = run(tmp_path, run_dir, "data=digits", "data.limit=2", "task=phase_retrieval", "prior=tv",
+                  "solver=pnp_hqs", "solver.iters=3", "logger=none")
+    rows = read_csv(run_dir / "results.csv")
+    assert all(float(r["psnr_aligned"]) >= float(r["psnr"]) - 1e-4 for r in rows)
+    assert summary["metrics"]["psnr_aligned"]["n"] == 2 and "ssim_aligned" in summary["metrics"]
+    plain = run(tmp_path, tmp_path / "plain", "data=digits", "data.limit=1", "task=denoise", "prior=tv",
+                "solver=pnp_hqs", "solver.iters=3", "logger=none")
+    assert "psnr_aligned" not in plain["metrics"]
