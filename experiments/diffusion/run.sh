@@ -20,6 +20,8 @@ for task in $TASKS; do
   $RUN task=$task solver=pnp_dm solver.iters=40 solver.dds_steps=10 hydra.sweep.dir=$d/pnp_dm
   if [ "$task" = phase_retrieval ]; then
     $RUN task=$task solver=dolph solver.steps=200 hydra.sweep.dir=$d/dolph
+    $RUN task=$task solver=dolph solver.steps=200 solver.at=x0 solver.gamma_rule=constant solver.gamma=1.0 \
+      hydra.sweep.dir=$d/dolph_x0   # the variant conf/solver/dolph.yaml's validation favoured
   fi
   if [ "$task" = deblur_nonlinear ]; then  # one run gives both rows: ES-WMV's answer and the oracle's best PSNR
     $RUN task=$task solver=dmplug solver.iters=300 track_best=true hydra.sweep.dir=$d/dmplug

@@ -7,6 +7,7 @@ The base class counts network evaluations (NFE) and times each call as it happen
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,19 @@ class CallStats:
 
     def reset(self) -> None:
         self.nfe, self.seconds = 0, 0.0
+
+    @contextmanager
+    def call(self, x: Tensor):
+        """Count one network evaluation and add its forward time (CUDA synchronised on both sides; a
+        backward pass through the network, as in DPS, is not part of it)."""
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        t0 = time.perf_counter()
+        yield
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        self.seconds += time.perf_counter() - t0
+        self.nfe += 1
 
 
 def as_sigma(sigma: float | Tensor, x: Tensor) -> Tensor:
@@ -59,16 +73,8 @@ class Prior(nn.Module):
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """MMSE-style estimate of the clean image from x = clean + sigma * noise."""
         self.check_input(x)
-        sync = x.is_cuda
-        if sync:
-            torch.cuda.synchronize(x.device)
-        t0 = time.perf_counter()
-        out = self._denoise(x, as_sigma(sigma, x))
-        if sync:
-            torch.cuda.synchronize(x.device)
-        self.stats.seconds += time.perf_counter() - t0
-        self.stats.nfe += 1
-        return out
+        with self.stats.call(x):
+            return self._denoise(x, as_sigma(sigma, x))
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -110,8 +110,8 @@ class DiffusionPrior(Prior):
     def eps(self, x_t: Tensor, t: Tensor | float) -> Tensor:
         """ε̂(x_t, t) on the [-1, 1] scale; t: number or (B,), fractional allowed. One NFE."""
         self.check_input(x_t)
-        self.stats.nfe += 1
-        return self._eps(x_t, t)
+        with self.stats.call(x_t):
+            return self._eps(x_t, t)
 
     def x0(self, x_t: Tensor, t: Tensor | float) -> Tensor:
         """Tweedie x̂0 on the [-1, 1] scale, (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t (not clamped). One NFE."""
@@ -139,8 +139,8 @@ class DiffusionPrior(Prior):
         device, dtype = ref.device, (ref.dtype if ref.is_floating_point() else torch.float32)
 
         def eps_fn(x, t):
-            self.stats.nfe += 1
-            return self._eps(x, t)
+            with self.stats.call(x):
+                return self._eps(x, t)
 
         z = ddim_sample(eps_fn, self.schedule, (n, self.channels, *size), steps, eta, skip, generator,
                         device, dtype, clip)

@@ -117,10 +117,10 @@ class GaussianMixturePrior(Prior):
     def score(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """∇log p_σ(x), exact (not through Tweedie, so no cancellation at small σ). Counts one NFE."""
         self.check_input(x)
-        self.stats.nfe += 1
-        log_joint, coords, var = self._components(x, as_sigma(sigma, x))
-        per_comp = -torch.einsum("bke,kde->bkd", coords / var, self.evecs)
-        return torch.einsum("bk,bkd->bd", log_joint.softmax(-1), per_comp).reshape(x.shape).to(x.dtype)
+        with self.stats.call(x):
+            log_joint, coords, var = self._components(x, as_sigma(sigma, x))
+            per_comp = -torch.einsum("bke,kde->bkd", coords / var, self.evecs)
+            return torch.einsum("bk,bkd->bd", log_joint.softmax(-1), per_comp).reshape(x.shape).to(x.dtype)
 
     def log_density(self, x: Tensor, sigma: float | Tensor = 0.0) -> Tensor:
         """log p_σ(x) per sample, (B,), in float64."""

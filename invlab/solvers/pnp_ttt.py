@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -73,11 +72,8 @@ class PerSampleDenoiser:
         return [p for net in self.nets for p in net.parameters()]
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        t0 = time.perf_counter()
-        out = torch.cat([net(x[b:b + 1], sigma[b:b + 1]) for b, net in enumerate(self.nets)])
-        self.stats.seconds += time.perf_counter() - t0
-        self.stats.nfe += 1
-        return out
+        with self.stats.call(x):
+            return torch.cat([net(x[b:b + 1], sigma[b:b + 1]) for b, net in enumerate(self.nets)])
 
 
 def acs_columns(mask: Tensor) -> Tensor:
