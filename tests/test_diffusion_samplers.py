@@ -196,6 +196,7 @@ def test_solvers_run_end_to_end_with_nfe_counted(problem):
                         (DPnP(k_start=1, k=2, dds_steps=5, pcs_iters=10), 15)):
         res = solver(problem.y, A, prior, generator=torch.Generator().manual_seed(0))
         assert res.nfe == nfe and res.x.shape == (1, *SHAPE) and torch.isfinite(res.x).all()
+        assert 0 < res.net_seconds <= res.seconds, solver   # eps calls are timed too (DPS: forward only)
         assert 0 <= float(res.x.min()) and float(res.x.max()) <= 1  # clip=True by default
 
 
