@@ -193,7 +193,8 @@ def test_solver_configs_select_the_mnist_diffusion_prior(name):
 def test_solvers_run_end_to_end_with_nfe_counted(problem):
     prior, A = problem.prior, problem.A
     for solver, nfe in ((DPS(steps=10), 10), (DiffPIR(steps=10), 10),
-                        (DPnP(k_start=1, k=2, dds_steps=5, pcs_iters=10), 15)):
+                        (DPnP(k_start=1, k=2, dds_steps=5, pcs_iters=10), 15),
+                        (DPnP(k_start=1, k=2, dds_steps=5, pcs_iters=10, init="dps", init_steps=7), 22)):
         res = solver(problem.y, A, prior, generator=torch.Generator().manual_seed(0))
         assert res.nfe == nfe and res.x.shape == (1, *SHAPE) and torch.isfinite(res.x).all()
         assert 0 < res.net_seconds <= res.seconds, solver   # eps calls are timed too (DPS: forward only)

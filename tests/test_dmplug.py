@@ -304,7 +304,7 @@ def test_config_selects_the_mnist_diffusion_prior_and_builds():
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["solver=dmplug", "task=deblur_nonlinear"])
-    assert cfg.prior.name == "ddpm_mnist" and cfg.data.name == "mnist_test" and cfg.track_best is False
+    assert cfg.prior.name == "ddpm_mnist" and cfg.data.name == "mnist_test8" and cfg.track_best is False
     solver = build(cfg.solver)
     assert isinstance(solver, DMPlug) and solver.name == "dmplug" and solver.mode == "es_wmv"
     assert (solver.lr, solver.ddim_steps) == (0.01, 3)

@@ -227,6 +227,6 @@ def test_configs_select_the_mnist_diffusion_prior(name, cls):
     conf = str(Path(__file__).resolve().parents[1] / "conf")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose("config", overrides=[f"solver={name}", "task=phase_retrieval"])
-    assert cfg.prior.name == "ddpm_mnist" and cfg.data.name == "mnist_test"
+    assert cfg.prior.name == "ddpm_mnist" and cfg.data.name == "mnist_test8"
     solver = build(cfg.solver)
     assert solver.name == name and type(solver).__name__ == cls

@@ -29,6 +29,7 @@ from invlab.priors.diffusion import from_model, to_model
 from invlab.solvers.base import Solver, Trace
 from invlab.solvers.common import SIGMA_FLOOR, check_positive, initial_iterate, sigma_y_per_sample
 from invlab.solvers.diffusion_steps import data_residual, denoising_sampler, proximal_langevin, randn_like
+from invlab.solvers.dps import DPS
 
 
 def eta_schedule(eta_max: float, eta_min: float, k_start: int, k: int) -> list[float]:
@@ -50,17 +51,23 @@ class DPnP(Solver):
     pcs_scale: float = 0.6                # h = scale·min(σ_m², η²)/(reg + residual)
     pcs_reg: float = 50.0
     sigma_lik: float | None = None        # likelihood σ in [0, 1] units; null: the task's σ_y
-    init: str = "baseline"                # baseline (A⁺y / x_init) | noise (a prior-scale N(0, I) start)
+    init: str = "baseline"                # baseline (A⁺y / x_init) | noise (a prior-scale N(0, I) start) | dps
+    init_steps: int = 100                 # init=dps: a DPS run of this many steps is the start (the paper's
+    init_zeta: float = 0.3                # warm start: 500 DPS/LGD steps), with this ζ'; its NFE count
     clip: bool = True                     # clamp the returned image to [0, 1]
 
     def solve(self, y: Tensor, A, prior, *, x_init: Tensor | None, generator: torch.Generator | None,
               trace: Trace) -> Tensor:
         check_positive(eta_max=self.eta_max, eta_min=self.eta_min, pcs_scale=self.pcs_scale)
-        if self.denoiser_sampler not in ("ddpm", "ddim") or self.init not in ("baseline", "noise"):
-            raise ConfigError(f"dpnp: denoiser_sampler must be ddpm|ddim and init baseline|noise, got "
+        if self.denoiser_sampler not in ("ddpm", "ddim") or self.init not in ("baseline", "noise", "dps"):
+            raise ConfigError(f"dpnp: denoiser_sampler must be ddpm|ddim and init baseline|noise|dps, got "
                               f"{self.denoiser_sampler!r}, {self.init!r}.")
-        x0 = initial_iterate(y, A, x_init)
-        z = to_model(x0.clamp(0, 1)) if self.init == "baseline" else randn_like(x0, generator)
+        if self.init == "dps":   # the paper's warm start; DPS's own iterates are not traced
+            x0 = DPS(steps=self.init_steps, zeta=self.init_zeta).solve(y, A, prior, x_init=None,
+                                                                      generator=generator, trace=Trace())
+        else:
+            x0 = initial_iterate(y, A, x_init)
+        z = randn_like(x0, generator) if self.init == "noise" else to_model(x0.clamp(0, 1))
         sigma = (sigma_y_per_sample(A, z) if self.sigma_lik is None
                  else torch.full((z.shape[0],), float(self.sigma_lik), dtype=z.dtype, device=z.device))
         sigma_m = 2.0 * sigma.clamp_min(SIGMA_FLOOR)                        # model units, (B,)
