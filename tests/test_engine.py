@@ -100,6 +100,8 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
     run(tmp_path, run_dir, "data.limit=2")
     with pytest.raises(ConfigError, match="different solver"):
         run(tmp_path, run_dir, "data.limit=2", "solver.iters=3")
+    with pytest.raises(ConfigError, match="track_best"):   # rows with and without the oracle columns
+        run(tmp_path, run_dir, "data.limit=2", "track_best=true")
     assert run(tmp_path, run_dir, "data.limit=3")["counts"] == {"ok": 3}  # extending a run is fine
 
 

@@ -35,6 +35,8 @@ def fingerprint(cfg: DictConfig) -> dict:
                                         for g in ("data", "task", "prior", "solver") if cfg.get(g) is not None}}
     if isinstance(out.get("data"), dict):
         out["data"].pop("limit", None)
+    if cfg.get("track_best"):   # adds columns; only when on, so run dirs from before this key still resume
+        out["track_best"] = True
     return out
 
 
