@@ -168,3 +168,24 @@ def run_py(tmp_path: Path, *args: str, timeout: float = 240, env: dict | None = 
                          text=True, timeout=timeout)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+TINY_UNET = ["net.channels=8", "net.channel_mult=[1,2]", "net.attention_levels=[1]", "net.groups=4", "net.heads=2"]
+
+
+def train_tiny_unet(tmp_path: Path, recipe: str, steps: int, *extra: str) -> tuple[Path, Path]:
+    """`python train.py experiment=train/<recipe>` for `steps` steps with a tiny UNet, no logger, validation and
+    sample grid at the last step; asserts it finished ok and returns (run_dir, exported checkpoint)."""
+    import json
+
+    run_dir, export = tmp_path / "run", tmp_path / f"{recipe}_tiny.safetensors"
+    overrides = [f"experiment=train/{recipe}", f"trainer.max_steps={steps}", *TINY_UNET, "logger=none",
+                 f"trainer.val_check_interval={steps}", "module.sample_steps=2", "trainer.max_time=null",
+                 "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", f"export={export}",
+                 f"hydra.run.dir={run_dir}", *extra]
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, str(REPO / "train.py"), *overrides], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "ok"
+    return run_dir, export

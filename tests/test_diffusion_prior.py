@@ -11,6 +11,7 @@ from invlab.priors.diffusion import DiffusionPrior
 from invlab.priors.gaussian import stationary_gaussian
 from invlab.priors.schedule import DDPMSchedule
 
+from helpers_engine import train_tiny_unet
 from helpers_exact import GaussianEps
 
 F64 = torch.float64
@@ -217,24 +218,9 @@ def test_sample_script_writes_a_png(tmp_path, capsys):
 
 def test_train_cli_smoke_exports_a_diffusion_prior(tmp_path):
     """`python train.py experiment=train/ddpm_mnist` for 5 steps with a tiny UNet, then load and denoise."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    export = tmp_path / "ddpm_tiny.safetensors"
-    overrides = ["experiment=train/ddpm_mnist", "trainer.max_steps=5", "net.channels=8", "net.channel_mult=[1,2]",
-                 "net.attention_levels=[1]", "net.groups=4", "net.heads=2", "logger=none", "val_data.limit=10",
-                 "trainer.val_check_interval=5", "module.sample_n=4", "module.sample_steps=2", "trainer.max_time=null",
-                 "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                 f"export={export}", f"hydra.run.dir={tmp_path / 'run'}"]
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "ok"
-    assert (tmp_path / "run" / "samples" / "step000005.png").is_file()
-    assert (tmp_path / "run" / "samples" / "final.png").is_file()
+    run_dir, export = train_tiny_unet(tmp_path, "ddpm_mnist", 5, "val_data.limit=10", "module.sample_n=4")
+    assert (run_dir / "samples" / "step000005.png").is_file()
+    assert (run_dir / "samples" / "final.png").is_file()
     prior = DiffusionPrior(str(export))
     card = prior.card
     assert card["recipe"] == "ddpm_mnist" and card["steps"] == 5 and card["kind"] == "diffusion"

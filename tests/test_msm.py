@@ -9,10 +9,6 @@ full score) exactly when entries in and out of every mask are independent (diago
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +22,7 @@ from invlab.priors.gaussian import GaussianPrior, stationary_gaussian
 from invlab.priors.schedule import DDPMSchedule, ddim_sample
 from invlab.solvers.msm import MSM, MaskSequence, likelihood_step, msm_generate, msm_step, msm_x0
 
+from helpers_engine import train_tiny_unet
 from helpers_exact import GaussianEps
 
 F64 = torch.float64
@@ -285,18 +282,9 @@ def test_loss_is_the_weighted_x0_loss(module):
 
 def test_train_recipe_smoke_exports_an_msm_prior(tmp_path):
     """`python train.py experiment=train/msm_mnist` for one step with a tiny UNet; the export loads and samples."""
-    export = tmp_path / "msm_tiny.safetensors"
-    overrides = ["experiment=train/msm_mnist", "trainer.max_steps=1", "net.channels=8", "net.channel_mult=[1,2]",
-                 "net.attention_levels=[1]", "net.groups=4", "net.heads=2", "logger=none", "data.limit=16",
-                 "loader.batch_size=8", "val_data.limit=4", "trainer.val_check_interval=1", "module.sample_n=2",
-                 "module.sample_steps=2", "trainer.max_time=null", "trainer.enable_progress_bar=false",
-                 "trainer.enable_model_summary=false", f"export={export}", f"hydra.run.dir={tmp_path / 'run'}"]
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "ok"
-    assert (tmp_path / "run" / "samples" / "final.png").is_file()
+    run_dir, export = train_tiny_unet(tmp_path, "msm_mnist", 1, "data.limit=16", "loader.batch_size=8",
+                                      "val_data.limit=4", "module.sample_n=2")
+    assert (run_dir / "samples" / "final.png").is_file()
     prior = DiffusionPrior(str(export))
     card = prior.card
     assert card["kind"] == "diffusion" and card["msm"]["grid"] == 4 and card["msm"]["drop_ratio"] == 0.4
