@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from make_table import find_jobs, read_job  # noqa: E402
 
 TASKS = ["deblur", "sr2", "inpaint_box", "phase_retrieval", "quantized", "deblur_nonlinear"]
-ORDER = ["pnp_admm", "dps", "dps (1,000 steps)", "diffpir", "dpnp-ddpm", "dpnp-ddim", "pnp_dm", "dolph",
-         "dolph (at x̂0)", "dmplug (ES-WMV)", "dmplug (oracle)", "dmplug-1000 (ES-WMV)", "dmplug-1000 (oracle)"]
+ORDER = ["pnp_admm", "dps", "dps (1,000 steps)", "diffpir", "dpnp-ddpm", "dpnp-ddim", "dpnp-ddim (full)", "pnp_dm",
+         "dolph", "dolph (at x̂0)", "dmplug (ES-WMV)", "dmplug (oracle)", "dmplug-1000 (ES-WMV)",
+         "dmplug-1000 (oracle)"]
 
 
 def fmt(m: dict | None, digits: int) -> str:
@@ -35,7 +36,8 @@ def rows_of(job: dict) -> list[tuple[str, str, list[str]]]:
     m, over = s["metrics"], job["overrides"]
     cost = [fmt(m.get("nfe"), 0), f"{m['seconds']['mean']:.2f}"]
     if solver == "dpnp":
-        solver = f"dpnp-{over.get('solver.denoiser_sampler', 'ddim')}"
+        full = "solver.dds_steps" not in over   # budgets.sh dpnp_full: the config's (the paper's) budget
+        solver = f"dpnp-{over.get('solver.denoiser_sampler', 'ddim')}" + (" (full)" if full else "")
     if solver == "dolph" and over.get("solver.at") == "x0":
         solver = "dolph (at x̂0)"
     if solver == "dps" and str(over.get("solver.steps")) == "1000":
