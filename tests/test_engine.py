@@ -200,3 +200,20 @@ def test_phase_retrieval_runs_also_report_metrics_up_to_its_ambiguities(tmp_path
     plain = run(tmp_path, tmp_path / "plain", "data=digits", "data.limit=1", "task=denoise", "prior=tv",
                 "solver=pnp_hqs", "solver.iters=3", "logger=none")
     assert "psnr_aligned" not in plain["metrics"]
+
+
+def test_solver_callbacks_chain_and_the_iteration_bar_counts():
+    from invlab.engine.module import SolverProgress, chain
+
+    seen = []
+    assert chain(None, None) is None
+    both = chain(lambda k, x, i: seen.append(("a", k)), None, lambda k, x, i: seen.append(("b", k)))
+    both(3, None, {})
+    assert seen == [("a", 3), ("b", 3)]
+    with SolverProgress("test", enabled=True) as bar:   # tqdm shows it only on a terminal
+        for k in range(4):
+            bar(k, None, {})
+    assert bar.iterations == 4
+    with SolverProgress("off", enabled=False) as off:
+        off(0, None, {})
+        assert off.bar is None

@@ -107,6 +107,39 @@ class BestPSNR:
                 for b, i, f in zip(self.best.tolist(), self.iter.tolist(), found.tolist())]
 
 
+class SolverProgress:
+    """Solver callback: a tqdm bar of the iterations a solver traces within one batch (a DMPlug or DPS batch
+    runs minutes with no other sign of life); the count only, as solvers do not declare their length. Off
+    when `enabled` is false or stderr is not a terminal (tqdm's disable=None)."""
+
+    def __init__(self, desc: str, enabled: bool):
+        self.desc, self.enabled, self.bar, self.iterations = desc, enabled, None, 0
+
+    def __enter__(self) -> "SolverProgress":
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(desc=self.desc, unit="it", leave=False, disable=None, position=1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __call__(self, k: int, xk: Tensor, info: dict) -> None:
+        self.iterations += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+
+def chain(*callbacks):
+    """One solver callback calling each given one (None entries skipped); None when there are none."""
+    live = [c for c in callbacks if c is not None]
+    if not live:
+        return None
+    return lambda k, xk, info: [c(k, xk, info) for c in live]
+
+
 class Reconstruction(L.LightningModule):
     def __init__(self, dataset, task, prior, solver, run_dir, *, seed: int = 0, batch_size: int = 4,
                  save_tensors: bool = False, track_best: bool = False):
@@ -149,8 +182,10 @@ class Reconstruction(L.LightningModule):
             A = A.to(x.device)
         gen = torch.Generator(device=x.device).manual_seed(self.seed * 1_000_003 + indices[0])
         best = BestPSNR(x) if self.track_best else None
-        with torch.enable_grad():  # solvers that differentiate (DPS, autograd adjoints) work as in a script
-            res = self.solver(y, A, self.prior, generator=gen, callback=best)
+        bar = SolverProgress(f"{getattr(self.solver, 'name', type(self.solver).__name__)} on {len(indices)} "
+                             f"sample(s) from #{indices[0]}", enabled=self._show_progress())
+        with torch.enable_grad(), bar:  # solvers that differentiate (DPS, autograd adjoints) work as in a script
+            res = self.solver(y, A, self.prior, generator=gen, callback=chain(best, bar))
         xhat = res.x.detach()
         baseline = self._baseline(A, y, x)
         rows = self._metrics(x, xhat, baseline)
@@ -175,6 +210,11 @@ class Reconstruction(L.LightningModule):
                 tensors = {"x": xhat[j].cpu(), "y": y[j].cpu(),
                            "baseline": None if baseline is None else baseline[j].cpu()}
             self.store.write(index, row, strip, tensors)
+
+    def _show_progress(self) -> bool:
+        """An iteration bar for the solve on rank 0 when the trainer shows progress bars at all."""
+        trainer = self._trainer
+        return trainer is not None and trainer.is_global_zero and trainer.progress_bar_callback is not None
 
     def _baseline(self, A, y: Tensor, x: Tensor) -> Tensor | None:
         """A⁺y (or whatever the operator reports); None where it has none or it is not image-shaped."""
