@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers_exact import F64, MatrixOp
+from invlab.analysis.exact import F64, MatrixOp
 from invlab.data.gradients import Gradients, gray_train_grad
 from invlab.errors import ConfigError
 from invlab.ops.blur import Blur

@@ -12,7 +12,7 @@ from invlab.priors.gaussian import stationary_gaussian
 from invlab.priors.schedule import DDPMSchedule
 
 from helpers_engine import train_tiny_unet
-from helpers_exact import GaussianEps
+from invlab.analysis.exact import GaussianEps
 
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,9 +15,7 @@ Tolerances, all on N parallel chains for one y (seeds fixed, so each check is de
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,14 +23,13 @@ from omegaconf import OmegaConf
 
 from invlab.errors import ConfigError
 from invlab.priors.diffusion import DiffusionPrior
-from invlab.priors.gaussian import GaussianPrior
-from invlab.priors.schedule import DDPMSchedule
 from invlab.solvers.diffpir import DiffPIR
 from invlab.solvers.diffusion_steps import denoising_sampler
 from invlab.solvers.dpnp import DPnP, eta_schedule
 from invlab.solvers.dps import DPS
 
-from helpers_exact import GaussianEps, MatrixOp, gaussian_posterior, moments, stats
+from invlab.analysis.exact import (DPNP_CHECK, MatrixOp, gaussian_posterior, linear_gaussian_problem, moments,
+                                   stats)
 
 F64 = torch.float64
 SHAPE, D, M, SIGMA_Y = (1, 4, 4), 16, 8, 0.05
@@ -40,22 +37,9 @@ SHAPE, D, M, SIGMA_Y = (1, 4, 4), 16, 8, 0.05
 
 @pytest.fixture(scope="module")
 def problem():
-    g = torch.Generator().manual_seed(0)
-    root = torch.randn(D, D, generator=g, dtype=F64)
-    cov = 0.02 * root @ root.T / D + 0.005 * torch.eye(D, dtype=F64)
-    mean = 0.5 + 0.1 * torch.randn(D, generator=g, dtype=F64)
-    gp = GaussianPrior(mean.reshape(SHAPE), cov)
-    sched = DDPMSchedule()
-    prior = DiffusionPrior(net=GaussianEps(gp, sched), schedule=sched, image_size=SHAPE[1:])
-    g = torch.Generator().manual_seed(3)
-    mat = torch.randn(M, D, generator=g, dtype=F64) / math.sqrt(D)
-    A = MatrixOp(mat, SHAPE, SIGMA_Y)
-    x = gp.sample(1, g, dtype=F64)
-    y = A(x) + SIGMA_Y * torch.randn(1, M, generator=g, dtype=F64)
-    post_mean, post_cov = gaussian_posterior(gp, mat, y, SIGMA_Y**2 * torch.eye(M, dtype=F64))
-    assert torch.allclose(post_mean, gp.posterior(mat, y, SIGMA_Y).mean[0], atol=1e-10)  # cross-check
-    return SimpleNamespace(gp=gp, prior=prior, mat=mat, A=A, y=y, post_mean=post_mean, post_cov=post_cov,
-                           shift=float((post_mean - gp.mean.reshape(-1)).norm()))
+    p = linear_gaussian_problem(torch.Generator().manual_seed(0), torch.Generator().manual_seed(3), SHAPE, M, SIGMA_Y)
+    assert torch.allclose(p.post_mean, p.gp.posterior(p.mat, p.y, SIGMA_Y).mean[0], atol=1e-10)  # cross-check
+    return p
 
 
 # ---- (a) the denoising diffusion sampler samples p(x0 | x0 + η w) ------------------------------------------
@@ -89,7 +73,7 @@ def test_denoising_sampler_uses_the_doubled_model_noise(problem):
 
 # ---- (b) DPnP samples the posterior ---------------------------------------------------------------------
 
-DPNP_TEST = dict(eta_max=0.4, eta_min=0.05, k_start=4, k=30, pcs_iters=100, pcs_reg=1.0, dds_steps=50, clip=False)
+DPNP_TEST = DPNP_CHECK
 
 
 @pytest.mark.parametrize("kind", ["ddim", "ddpm"])

@@ -30,7 +30,7 @@ from invlab.solvers.dmplug import DMPlug, ddim_decode
 from invlab.solvers.early_stop import WindowedVarianceStop
 
 from helpers_engine import TinySolver
-from helpers_exact import GaussianEps, MatrixOp
+from invlab.analysis.exact import GaussianEps, MatrixOp
 
 F64 = torch.float64
 SHAPE, D, M, SIGMA_Y = (1, 4, 4), 16, 8, 0.01

@@ -27,7 +27,7 @@ from invlab.priors.gaussian import GaussianMixturePrior
 from invlab.priors.schedule import DDPMSchedule
 from invlab.solvers.diffusion_steps import denoising_sampler
 
-from helpers_exact import GaussianMixtureEps
+from invlab.analysis.exact import GaussianMixtureEps
 
 F64 = torch.float64
 SHAPE, D, K, N, ETA = (1, 2, 2), 4, 3, 4000, 0.1   # η in image units (0.2 on the model scale)

@@ -23,7 +23,7 @@ from invlab.priors.schedule import DDPMSchedule, ddim_sample
 from invlab.solvers.msm import MSM, MaskSequence, likelihood_step, msm_generate, msm_step, msm_x0
 
 from helpers_engine import train_tiny_unet
-from helpers_exact import GaussianEps
+from invlab.analysis.exact import GaussianEps
 
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]

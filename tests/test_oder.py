@@ -22,7 +22,7 @@ from invlab.ops.radon import Radon
 from invlab.priors.gaussian import GaussianPrior
 from invlab.solvers.red import RED
 from invlab.utils.config import build
-from helpers_exact import MatrixOp
+from invlab.analysis.exact import MatrixOp
 
 F64 = torch.float64
 CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"

@@ -23,12 +23,13 @@ from invlab.errors import ConfigError
 from invlab.ops.base import LinearOperator
 from invlab.ops.phase import FourierPhaseRetrieval
 from invlab.priors.diffusion import DiffusionPrior
-from invlab.priors.gaussian import GaussianPrior, stationary_gaussian
+from invlab.priors.gaussian import stationary_gaussian
 from invlab.priors.schedule import DDPMSchedule
 from invlab.solvers.dolph import DOLPH, data_gradient, step_size
 from invlab.solvers.pnp_dm import PnPDM, rho_schedule
 
-from helpers_exact import GaussianEps, MatrixOp, gaussian_posterior, stats
+from invlab.analysis.exact import (PNP_DM_CHECK, GaussianEps, MatrixOp, gaussian_posterior,
+                                   linear_gaussian_problem, stats)
 
 F64 = torch.float64
 SHAPE, D, M, SIGMA_Y = (1, 4, 4), 16, 8, 0.05
@@ -37,17 +38,7 @@ SHAPE, D, M, SIGMA_Y = (1, 4, 4), 16, 8, 0.05
 @pytest.fixture(scope="module")
 def problem():
     g = torch.Generator().manual_seed(10)
-    root = torch.randn(D, D, generator=g, dtype=F64)
-    gp = GaussianPrior((0.5 + 0.1 * torch.randn(D, generator=g, dtype=F64)).reshape(SHAPE),
-                       0.02 * root @ root.T / D + 0.005 * torch.eye(D, dtype=F64))
-    sched = DDPMSchedule()
-    prior = DiffusionPrior(net=GaussianEps(gp, sched), schedule=sched, image_size=SHAPE[1:])
-    mat = torch.randn(M, D, generator=g, dtype=F64) / math.sqrt(D)
-    A = MatrixOp(mat, SHAPE, SIGMA_Y)
-    y = A(gp.sample(1, g, dtype=F64)) + SIGMA_Y * torch.randn(1, M, generator=g, dtype=F64)
-    post_mean, post_cov = gaussian_posterior(gp, mat, y, SIGMA_Y**2 * torch.eye(M, dtype=F64))
-    return SimpleNamespace(gp=gp, prior=prior, mat=mat, A=A, y=y, post_mean=post_mean, post_cov=post_cov,
-                           shift=float((post_mean - gp.mean.reshape(-1)).norm()))
+    return linear_gaussian_problem(g, g, SHAPE, M, SIGMA_Y)
 
 
 # ---- PnP-DM: the exact likelihood step ------------------------------------------------------------------
@@ -96,8 +87,7 @@ def test_exact_likelihood_step_draws_the_gaussian_conditional(problem, measure):
 
 # ---- PnP-DM: the whole Gibbs sampler --------------------------------------------------------------------
 
-PNP_DM_TEST = dict(rho_0=1.0, decay=0.8, rho_min=0.05, iters=60, dds_steps=50, pcs_iters=50, pcs_reg=1.0,
-                   clip=False)
+PNP_DM_TEST = PNP_DM_CHECK
 
 
 @pytest.mark.parametrize("step", ["exact", "langevin"])

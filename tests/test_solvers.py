@@ -23,7 +23,7 @@ from invlab.solvers.pnp_hqs import PnPHQS
 from invlab.solvers.pnp_pgd import PnPPGD
 from invlab.solvers.red import RED
 from invlab.utils.config import build
-from helpers_exact import MatrixOp
+from invlab.analysis.exact import MatrixOp
 
 CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
 SHAPE, M, B, SIGMA_Y = (1, 3, 4), 8, 3, 0.1
