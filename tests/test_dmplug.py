@@ -7,7 +7,7 @@ What is checked against what:
   random walks the stop iteration and returned iterate equal a plain numpy re-implementation of the rule.
 - R(z): a hand-written diffusers-style DDIM loop (timesteps 666/333/0, ᾱ' = 1 at the end, clipped x̂0 and ε̂
   recomputed from it) and the repo's unconditional `ddim_sample` from the same seed give the same image.
-- DMPlug on an exact Gaussian diffusion prior (tests/helpers_exact.py) and a dense linear A drives the data
+- DMPlug on an exact Gaussian diffusion prior (invlab/analysis/exact.py) and a dense linear A drives the data
   residual down by orders of magnitude; NFE = ddim_steps per iteration. With ES-WMV on, each sample's stop and
   returned iterate are those the plain re-implementation finds on the iterates the callback saw.
 - Refusals: a prior without gradients, a prior that is not a diffusion model, a bad mode.

@@ -1,7 +1,7 @@
 """The denoising diffusion sampler against an exact Gaussian-mixture prior.
 
 Prior: three Gaussian components on 1×2×2 images (d = 4), weights 0.5 / 0.3 / 0.2, served as a
-DiffusionPrior whose ε-network is exact (helpers_exact.GaussianMixtureEps, through the mixture's closed-form
+DiffusionPrior whose ε-network is exact (invlab.analysis.exact.GaussianMixtureEps, through the mixture's closed-form
 score). `denoising_sampler(prior, v, η)` must draw from p(x0 | x0 + η w = v), which is the mixture posterior
 with A = I and σ_y = η (GaussianMixturePrior.posterior): component weights (0.365, 0.263, 0.372) for the v
 used here — far from the prior's, so a sampler that ignored v or the mixture would fail by > 20 SE.

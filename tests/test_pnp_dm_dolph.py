@@ -1,4 +1,4 @@
-"""PnP-DM and DOLPH against exact Gaussian priors (helpers_exact.GaussianEps: Tweedie-exact ε-network).
+"""PnP-DM and DOLPH against exact Gaussian priors (invlab.analysis.exact.GaussianEps: Tweedie-exact ε-network).
 
 PnP-DM: prior N(μ, Σ) on 1×4×4 images (d = 16), y = A x + σ_y n with a dense 8×16 A (σ_y = 0.05). At a fixed
 coupling ρ (model scale) the Gibbs chain's x-marginal is the posterior under noise covariance
