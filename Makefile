@@ -32,6 +32,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --json bench.json
+	$(BIN)/python scripts/bench.py --suite diffusion --json bench_diffusion.json
 
 clean:
-	rm -rf outputs multirun wandb bench.json
+	rm -rf outputs multirun wandb bench.json bench_diffusion.json

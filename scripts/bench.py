@@ -1,12 +1,18 @@
 #!/usr/bin/env python
-"""Benchmark the PnP solvers: wall time vs the network time measured inside the same solve.
+"""Benchmark the solvers: wall time vs the network time measured inside the same solve.
 
     python scripts/bench.py --json bench.json [--prior dncnn_gray] [--size 256] [--device cpu]
+    python scripts/bench.py --suite diffusion --json bench_diffusion.json [--batch 8] [--device cpu]
 
 For each solver it runs one warm-up solve, then `--repeats` timed solves of a Gaussian deblur of the
 camera image, and reports wall seconds, NFE, network seconds (every prior call timed as it happens,
 inside the solve) and overhead_ratio = wall / network seconds. Because both clocks run in the same
 solve, machine noise largely cancels in the ratio. Also reports peak memory.
+
+`--suite diffusion`: the diffusion solvers with the shipped `ddpm_mnist` prior on the first `--batch` MNIST
+test digits (task deblur), at the reproduction table's CPU budgets (DIFFUSION_SOLVERS). The network time is
+the forward ε(x_t, t) calls; solvers that backpropagate through the network (DPS, DMPlug) spend their
+backward passes outside it, so their ratio shows that cost.
 """
 from __future__ import annotations
 
@@ -19,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PNP_SOLVERS = ("pnp_admm", "pnp_hqs", "pnp_pgd", "red")
+DIFFUSION_SOLVERS = {"dps": {"steps": 200}, "diffpir": {"steps": 100}, "dolph": {"steps": 200},
+                     "dpnp": {"k_start": 2, "k": 6, "dds_steps": 25, "pcs_iters": 200},
+                     "pnp_dm": {"iters": 40, "dds_steps": 10}, "dmplug": {"iters": 50}}
 
 
 def load(group: str, name: str, **overrides):
@@ -32,10 +41,10 @@ def load(group: str, name: str, **overrides):
     return build(cfg)
 
 
-def bench_solver(name: str, y, A, prior, repeats: int) -> dict:
+def bench_solver(name: str, y, A, prior, repeats: int, **overrides) -> dict:
     import torch
 
-    solver = load("solver", name)
+    solver = load("solver", name, **overrides)
     solver(y, A, prior)  # warm-up: first-call allocations and kernel selection
     rows = []
     for _ in range(repeats):
@@ -58,32 +67,42 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--solvers", default=",".join(PNP_SOLVERS))
+    p.add_argument("--solvers", default=None, help="comma-separated; default: every solver of the suite")
+    p.add_argument("--suite", choices=("pnp", "diffusion"), default="pnp")
     args = p.parse_args(argv)
 
     import torch
 
-    from invlab.data.datasets import gray_test
+    from invlab.data.datasets import gray_test, mnist
     from invlab.errors import InvlabError
     from invlab.priors.learned import LearnedDenoiser
 
     torch.manual_seed(0)
+    diffusion = args.suite == "diffusion"
     try:
-        prior = LearnedDenoiser(args.prior).to(args.device).eval()
+        if diffusion:
+            prior = load("prior", "ddpm_mnist").to(args.device).eval()
+        else:
+            prior = LearnedDenoiser(args.prior).to(args.device).eval()
     except InvlabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    x = gray_test(size=args.size).images[:1].repeat(args.batch, 1, 1, 1).to(args.device)
+    if diffusion:
+        x = mnist("test", limit=args.batch).images.to(args.device)
+    else:
+        x = gray_test(size=args.size).images[:1].repeat(args.batch, 1, 1, 1).to(args.device)
     task = load("task", "deblur")
-    A, y = task.measure(x, list(range(args.batch)), seed=0)
+    A, y = task.measure(x, list(range(x.shape[0])), seed=0)
+    budgets = DIFFUSION_SOLVERS if diffusion else {name: {} for name in PNP_SOLVERS}
     results = []
-    for name in args.solvers.split(","):
-        r = bench_solver(name, y, A, prior, args.repeats)
+    for name in (args.solvers.split(",") if args.solvers else list(budgets)):
+        r = bench_solver(name, y, A, prior, args.repeats, **budgets.get(name, {}))
         results.append(r)
         print(f"{name:10s} nfe={r['nfe']:4d} wall={r['wall_seconds']:8.3f}s net={r['net_seconds']:8.3f}s "
               f"overhead_ratio={r['overhead_ratio']:.4f}", flush=True)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    meta = {"prior": args.prior, "size": args.size, "batch": args.batch, "device": args.device,
+    meta = {"suite": args.suite, "prior": "ddpm_mnist" if diffusion else args.prior,
+            "size": x.shape[-1], "batch": args.batch, "device": args.device,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
             "peak_rss_mb": round(peak_rss_mb, 1)}
     if args.device.startswith("cuda"):
