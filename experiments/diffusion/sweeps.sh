@@ -3,13 +3,13 @@
 # (mnist_test start=500), the table's CPU budgets. Each sweep prints its table (scripts/make_table.py).
 #   OUT=multirun/diffusion_sweeps bash experiments/diffusion/sweeps.sh [sweep...]     (default: all)
 # sweeps: quantized_pnp_admm quantized_diffpir quantized_dps quantized_dpnp quantized_pnp_dm inpaint_diffpir
-#         inpaint_dpnp_init pr_dpnp_init pnp_dm_reg
+#         inpaint_dpnp_init pr_dpnp_init pnp_dm_reg diffpir_grad_step
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline}
 OUT=${OUT:-multirun/diffusion_sweeps}
 ALL="quantized_pnp_admm quantized_diffpir quantized_dps quantized_dpnp quantized_pnp_dm inpaint_diffpir
-     inpaint_dpnp_init pr_dpnp_init pnp_dm_reg"
+     inpaint_dpnp_init pr_dpnp_init pnp_dm_reg diffpir_grad_step"
 RUN=".venv/bin/python run.py -m experiment=diffusion/table data.start=500 data.limit=10 batch_size=10 logger=csv"
 DPNP="solver=dpnp solver.denoiser_sampler=ddim solver.k_start=2 solver.k=6 solver.dds_steps=25 solver.pcs_iters=200"
 PNPDM="solver=pnp_dm solver.iters=40 solver.dds_steps=10"
@@ -35,6 +35,12 @@ for s in ${*:-$ALL}; do
                           hydra.sweep.dir=$d/deblur_nonlinear
                         for t in quantized phase_retrieval; do
                           $RUN task=$t $PNPDM 'solver.pcs_reg=50,3' solver.pcs_iters=100 hydra.sweep.dir=$d/$t
+                        done ;;
+    diffpir_grad_step)  for t in deblur_nonlinear phase_retrieval; do
+                          $RUN task=$t solver=diffpir 'solver.lam=1.0,7.0' 'solver.grad_step_max=0.3,1.0,3.0' \
+                            hydra.sweep.dir=$d/$t
+                          $RUN task=$t solver=diffpir solver.lam=7.0 'solver.grad_step_max=10.0,30.0' \
+                            hydra.sweep.dir=$d/${t}_large
                         done ;;
     *) echo "unknown sweep $s (one of: $ALL)" >&2; exit 2 ;;
   esac
