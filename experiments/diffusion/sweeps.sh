@@ -3,13 +3,13 @@
 # (mnist_test start=500), the table's CPU budgets. Each sweep prints its table (scripts/make_table.py).
 #   OUT=multirun/diffusion_sweeps bash experiments/diffusion/sweeps.sh [sweep...]     (default: all)
 # sweeps: quantized_pnp_admm quantized_diffpir quantized_dps quantized_dpnp quantized_pnp_dm inpaint_diffpir
-#         inpaint_dpnp_init pr_dpnp_init pnp_dm_reg diffpir_grad_step
+#         inpaint_dpnp_init pr_dpnp_init pnp_dm_reg diffpir_grad_step diffpir_linear dmplug_lr
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline}
 OUT=${OUT:-multirun/diffusion_sweeps}
 ALL="quantized_pnp_admm quantized_diffpir quantized_dps quantized_dpnp quantized_pnp_dm inpaint_diffpir
-     inpaint_dpnp_init pr_dpnp_init pnp_dm_reg diffpir_grad_step"
+     inpaint_dpnp_init pr_dpnp_init pnp_dm_reg diffpir_grad_step diffpir_linear dmplug_lr"
 RUN=".venv/bin/python run.py -m experiment=diffusion/table data.start=500 data.limit=10 batch_size=10 logger=csv"
 DPNP="solver=dpnp solver.denoiser_sampler=ddim solver.k_start=2 solver.k=6 solver.dds_steps=25 solver.pcs_iters=200"
 PNPDM="solver=pnp_dm solver.iters=40 solver.dds_steps=10"
@@ -42,6 +42,14 @@ for s in ${*:-$ALL}; do
                           $RUN task=$t solver=diffpir solver.lam=7.0 'solver.grad_step_max=10.0,30.0' \
                             hydra.sweep.dir=$d/${t}_large
                         done ;;
+    diffpir_linear)     for t in deblur sr2 inpaint_box; do     # DiffPIR (100 NFE) vs DPS at its 1,000 steps
+                          $RUN task=$t solver=dps solver.steps=1000 hydra.sweep.dir=$d/$t/dps1000
+                          $RUN task=$t solver=diffpir solver.steps=100 'solver.lam=1.0,4.0,7.0,15.0' \
+                            'solver.zeta=0.1,0.3,0.6,1.0' hydra.sweep.dir=$d/$t/diffpir
+                        done ;;
+    dmplug_lr)          $RUN task=deblur_nonlinear solver=dps solver.steps=1000 hydra.sweep.dir=$d/dps1000
+                        $RUN task=deblur_nonlinear solver=dmplug solver.iters=300 'solver.lr=0.01,0.03,0.1' \
+                          track_best=true hydra.sweep.dir=$d/dmplug ;;
     *) echo "unknown sweep $s (one of: $ALL)" >&2; exit 2 ;;
   esac
   .venv/bin/python scripts/make_table.py $d
