@@ -48,7 +48,7 @@ for s in ${*:-$ALL}; do
                             'solver.zeta=0.1,0.3,0.6,1.0' hydra.sweep.dir=$d/$t/diffpir
                         done ;;
     dmplug_lr)          $RUN task=deblur_nonlinear solver=dps solver.steps=1000 hydra.sweep.dir=$d/dps1000
-                        $RUN task=deblur_nonlinear solver=dmplug solver.iters=300 'solver.lr=0.01,0.03,0.1' \
+                        $RUN task=deblur_nonlinear solver=dmplug solver.iters=300 'solver.lr=0.01,0.03,0.1,0.3' \
                           track_best=true hydra.sweep.dir=$d/dmplug ;;
     *) echo "unknown sweep $s (one of: $ALL)" >&2; exit 2 ;;
   esac
