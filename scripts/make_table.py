@@ -53,7 +53,7 @@ def read_job(job: Path) -> dict:
         node = config.get(group)
         return str(node.get("name")) if isinstance(node, dict) and node.get("name") else ov.get(group, "?")
 
-    return {"dir": job, "summary": summary, "status": status, "overrides": ov,
+    return {"dir": job, "summary": summary, "status": status, "overrides": ov, "config": config,
             "solver": name("solver"), "task": name("task")}
 
 

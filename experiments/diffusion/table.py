@@ -19,8 +19,8 @@ from make_table import find_jobs, read_job  # noqa: E402
 
 TASKS = ["deblur", "sr2", "inpaint_box", "phase_retrieval", "quantized", "deblur_nonlinear"]
 ORDER = ["pnp_admm", "dps", "dps (1,000 steps)", "diffpir", "dpnp-ddpm", "dpnp-ddim", "dpnp-ddim (full)", "pnp_dm",
-         "dolph", "dolph (at x̂0)", "dmplug (ES-WMV)", "dmplug (oracle)", "dmplug-1000 (ES-WMV)",
-         "dmplug-1000 (oracle)"]
+         "dolph", "dolph (at x̂0)", "dmplug, lr 0.1 (ES-WMV)", "dmplug, lr 0.1 (oracle)", "dmplug, lr 0.01 (ES-WMV)",
+         "dmplug, lr 0.01 (oracle)", "dmplug-1000, lr 0.01 (ES-WMV)", "dmplug-1000, lr 0.01 (oracle)"]
 
 
 def fmt(m: dict | None, digits: int) -> str:
@@ -42,8 +42,10 @@ def rows_of(job: dict) -> list[tuple[str, str, list[str]]]:
         solver = "dolph (at x̂0)"
     if solver == "dps" and str(over.get("solver.steps")) == "1000":
         solver = "dps (1,000 steps)"
-    if solver == "dmplug":
-        name = "dmplug" if str(over.get("solver.iters")) == "300" else f"dmplug-{over.get('solver.iters')}"
+    if solver == "dmplug":   # the budget and the Adam lr (conf/tuned sets 0.1 on the nonlinear blur)
+        lr = (job["config"].get("solver") or {}).get("lr")
+        name = ("dmplug" if str(over.get("solver.iters")) == "300" else f"dmplug-{over.get('solver.iters')}") \
+            + (f", lr {lr}" if lr is not None else "")
         stop = fmt(m.get("iter_stop"), 0)
         return [(job["task"], f"{name} (ES-WMV)", [fmt(m["psnr"], 2), fmt(m["ssim"], 4), "—", *cost,
                                                     f"stop at {stop}"]),
