@@ -304,7 +304,9 @@ def test_config_selects_the_mnist_diffusion_prior_and_builds():
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["solver=dmplug", "task=deblur_nonlinear"])
+        other = compose("config", overrides=["solver=dmplug", "task=deblur"])
     assert cfg.prior.name == "ddpm_mnist" and cfg.data.name == "mnist_test8" and cfg.track_best is False
     solver = build(cfg.solver)
     assert isinstance(solver, DMPlug) and solver.name == "dmplug" and solver.mode == "es_wmv"
-    assert (solver.lr, solver.ddim_steps) == (0.01, 3)
+    assert (solver.lr, solver.ddim_steps) == (0.1, 3)        # conf/tuned/dmplug_deblur_nonlinear.yaml
+    assert build(other.solver).lr == 0.01                    # the repo's lr elsewhere
