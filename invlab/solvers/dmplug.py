@@ -91,8 +91,8 @@ class DMPlug(Solver):
         for k in range(int(self.iters)):
             with torch.enable_grad():
                 x = from_model(ddim_decode(prior, z, seq, self.clip_x0))
-                r = y - A(x)
-                loss = (r.abs() ** 2 if r.is_complex() else r**2).flatten(1).mean(dim=1)   # (B,) MSE
+                # (B,) ‖y − A(x)‖²/m, the MSE; for an NLL data term (quantised sensing) the NLL per measurement
+                loss = 2.0 * A.data_fidelity(x, y) / y[0].numel()
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()       # summed: each sample's seed gets its own loss's gradient
             x = x.detach()
