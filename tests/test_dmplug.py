@@ -310,3 +310,18 @@ def test_config_selects_the_mnist_diffusion_prior_and_builds():
     assert isinstance(solver, DMPlug) and solver.name == "dmplug" and solver.mode == "es_wmv"
     assert (solver.lr, solver.ddim_steps) == (0.1, 3)        # conf/tuned/dmplug_deblur_nonlinear.yaml
     assert build(other.solver).lr == 0.01                    # the repo's lr elsewhere
+
+
+def test_dmplug_loss_is_the_operators_data_term(problem):
+    """The loss is 2·data_fidelity/m: the MSE for a Gaussian data term (above) and, for 1-bit quantised sensing,
+    the negative log-likelihood per measurement, which the fit then lowers (a logit-vs-bit MSE would not be it)."""
+    from invlab.ops.quantize import OneBitQuantized
+
+    _, prior, _, x, _ = problem
+    A = OneBitQuantized(SHAPE).to(F64)
+    g = torch.Generator().manual_seed(4)
+    y = torch.where(torch.rand(x.shape, generator=g, dtype=F64) < torch.sigmoid(A(x)), 1.0, -1.0)
+    res = DMPlug(iters=100, lr=0.05, mode="none")(y, A, prior, generator=torch.Generator().manual_seed(0))
+    nll = lambda u: (A.data_fidelity(u, y) / x[0].numel()).tolist()  # noqa: E731
+    assert res.trace["loss"][-1] == pytest.approx(sum(2 * v for v in nll(res.x)) / 3, rel=1e-6)
+    assert res.trace["loss"][-1] < 0.9 * res.trace["loss"][0]
