@@ -47,7 +47,8 @@ def rows_of(job: dict) -> list[tuple[str, str, list[str]]]:
         name = ("dmplug" if str(over.get("solver.iters")) == "300" else f"dmplug-{over.get('solver.iters')}") \
             + (f", lr {lr}" if lr is not None else "")
         stop = fmt(m.get("iter_stop"), 0)
-        return [(job["task"], f"{name} (ES-WMV)", [fmt(m["psnr"], 2), fmt(m["ssim"], 4), "—", *cost,
+        return [(job["task"], f"{name} (ES-WMV)", [fmt(m["psnr"], 2), fmt(m["ssim"], 4), fmt(m.get("psnr_aligned"), 2),
+                                                    *cost,
                                                     f"stop at {stop}"]),
                 (job["task"], f"{name} (oracle)", [fmt(m.get("psnr_best"), 2), "—", "—", *cost,
                                                     f"best at {fmt(m.get('iter_best'), 0)}"])]
