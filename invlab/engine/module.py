@@ -47,6 +47,15 @@ def ssim_kernel_size(height: int, width: int) -> int:
     return max(3, k if k % 2 else k - 1)
 
 
+def image_scores(est: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image PSNR and SSIM, (B,) each, of `est` clamped to [0, 1] against `truth` (data range 1)."""
+    e = est.clamp(0, 1)
+    psnr = peak_signal_noise_ratio(e, truth, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(e, truth, data_range=1.0, reduction="none",
+                                               kernel_size=ssim_kernel_size(*truth.shape[-2:]))
+    return psnr.reshape(-1), ssim.reshape(-1)
+
+
 class _Shard(Dataset):
     """The dataset items one rank solves; `pad` items only keep an idle rank in step with the others."""
 
@@ -237,12 +246,9 @@ class Reconstruction(L.LightningModule):
             ok = torch.isfinite(est).flatten(1).all(1)
             if not bool(ok.any()):
                 continue
-            e, t = est[ok].clamp(0, 1), x[ok]
-            psnr = peak_signal_noise_ratio(e, t, data_range=1.0, reduction="none", dim=(1, 2, 3))
-            ssim = structural_similarity_index_measure(e, t, data_range=1.0, reduction="none",
-                                                       kernel_size=ssim_kernel_size(*t.shape[-2:]))
+            psnr, ssim = image_scores(est[ok], x[ok])
             where = ok.nonzero().flatten().tolist()
-            for name, vals in (("psnr", psnr.reshape(-1)), ("ssim", ssim.reshape(-1))):
+            for name, vals in (("psnr", psnr), ("ssim", ssim)):
                 for j, v in zip(where, vals.tolist()):
                     out[name + prefix][j] = v
                 counted = finite[ok]
@@ -259,11 +265,7 @@ class Reconstruction(L.LightningModule):
         ok = torch.isfinite(xhat).flatten(1).all(1)
         if not callable(align) or not bool(ok.any()):
             return
-        e = align(xhat[ok].clamp(0, 1), x[ok]).clamp(0, 1)
-        t = x[ok]
-        psnr = peak_signal_noise_ratio(e, t, data_range=1.0, reduction="none", dim=(1, 2, 3)).reshape(-1)
-        ssim = structural_similarity_index_measure(e, t, data_range=1.0, reduction="none",
-                                                   kernel_size=ssim_kernel_size(*t.shape[-2:])).reshape(-1)
+        psnr, ssim = image_scores(align(xhat[ok].clamp(0, 1), x[ok]), x[ok])
         for j, p, s in zip(ok.nonzero().flatten().tolist(), psnr.tolist(), ssim.tolist()):
             rows[j].update(psnr_aligned=p, ssim_aligned=s)
         self.means["psnr_aligned"].update(psnr)

@@ -26,9 +26,10 @@ from torch import Tensor
 
 from invlab.errors import ConfigError
 from invlab.priors.diffusion import from_model, to_model
+from invlab.priors.schedule import descending_pairs
 from invlab.solvers.base import Solver, Trace
 from invlab.solvers.common import check_positive, expand, sigma_y_per_sample
-from invlab.solvers.diffusion_steps import data_residual, descending_pairs, initial_noise, randn_like, require_diffusion
+from invlab.solvers.diffusion_steps import data_residual, initial_noise, randn_like, require_diffusion
 
 
 @dataclass

@@ -21,7 +21,6 @@ from torch import Tensor
 
 from invlab.errors import ConfigError
 from invlab.priors.diffusion import from_model, to_model
-from invlab.priors.schedule import descending_pairs  # noqa: F401 (the solvers' loop, re-exported)
 from invlab.solvers.common import expand
 
 

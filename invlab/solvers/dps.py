@@ -23,11 +23,10 @@ from torch import Tensor
 
 from invlab.errors import ConfigError
 from invlab.priors.diffusion import from_model
-from invlab.priors.schedule import ddim_step
+from invlab.priors.schedule import ddim_step, descending_pairs
 from invlab.solvers.base import Solver, Trace
 from invlab.solvers.common import check_positive
-from invlab.solvers.diffusion_steps import (descending_pairs, initial_noise, likelihood_norm, randn_like,
-                                           require_diffusion)
+from invlab.solvers.diffusion_steps import initial_noise, likelihood_norm, randn_like, require_diffusion
 
 
 @dataclass

@@ -31,9 +31,9 @@ from torch import Tensor
 from invlab.errors import ConfigError
 from invlab.ops.mask import rolled_cells_mask
 from invlab.priors.diffusion import from_model, to_model
-from invlab.priors.schedule import DDPMSchedule, ddim_step
+from invlab.priors.schedule import DDPMSchedule, ddim_step, descending_pairs
 from invlab.solvers.base import Solver, Trace
-from invlab.solvers.diffusion_steps import data_residual, descending_pairs, initial_noise, randn_like, require_diffusion
+from invlab.solvers.diffusion_steps import data_residual, initial_noise, randn_like, require_diffusion
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
