@@ -254,8 +254,8 @@ def test_train_recipe_composes(path, tmp_path):
     OmegaConf.to_container(cfg, resolve=True)
     assert cfg.recipe == path.stem, "a recipe's `recipe:` names its file (train.py, checkpoint hints)"
     export = Path(str(cfg.export))
-    if export.parent.resolve() == PACKAGE_DIR.resolve() or export.parent.as_posix() == "invlab/checkpoints":
-        assert export.name == f"{path.stem}.safetensors", "`prior.checkpoint=<recipe>` must find the export"
+    assert PACKAGE_DIR.resolve() not in export.resolve().parents, \
+        "a recipe exports into its run dir; only export_to_package=true writes the shipped weights"
     net = build(cfg.net)
     assert sum(p.numel() for p in net.parameters()) > 0
     for key in ("data", "val_data"):

@@ -8,7 +8,9 @@ PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
 
 # 1. Adapt the natural-image prior dncnn_gray to MNIST from 64 inpainting measurements only (masked loss).
-$PY train.py experiment=train/adapt_gray_mnist logger=csv hydra.run.dir="$OUT/adapt" trainer.enable_progress_bar=false
+# export_to_package=true: the KL and reconstruction steps below use it by name (prior=adapt_gray_mnist).
+$PY train.py experiment=train/adapt_gray_mnist export_to_package=true logger=csv hydra.run.dir="$OUT/adapt" \
+    trainer.enable_progress_bar=false
 
 # 2. KL(p‖q), p = dncnn_mnist (all digits), from 100 clean test digits and from their measurements only:
 #    block inpainting (16×16 cells, p=0.5, σ_y=0.1; the paper's) and MRI (R=4, σ_y=0.01). σ from 0.02: below it

@@ -1,6 +1,7 @@
 """`python train.py experiment=train/<recipe> [overrides]`: train a learned prior and export it.
 
-    python train.py experiment=train/dncnn_gray                       # the shipped recipe
+    python train.py experiment=train/dncnn_gray                       # the shipped recipe, into the run dir
+    python train.py experiment=train/dncnn_gray export_to_package=true  # ... replacing the shipped weights
     python train.py experiment=train/dncnn_gray trainer.max_steps=50 logger=csv export=/tmp/d.safetensors
     python train.py data=folder data.path=~/BSD400 export=mine.safetensors   # random patches of a folder
     python train.py experiment=train/dncnn_gray ckpt_path=outputs/train/.../checkpoints/last.ckpt  # resume
@@ -9,8 +10,11 @@
     python train.py experiment=train/adapt_gray_mnist                 # ... from inpainting measurements only
 
 The run dir holds Lightning checkpoints (`checkpoints/last.ckpt`), the logger's files and status.json.
-At the end the final (or EMA) weights go to `export` as a .safetensors checkpoint with its model card
-(steps, wall time, final loss, held-out PSNR per σ, data, recipe) and the card as `<export>.md`.
+At the end the final (or EMA) weights go to `export` (default `<run_dir>/<recipe>.safetensors`) as a
+.safetensors checkpoint with its model card (steps, wall time, final loss, held-out PSNR per σ, data,
+recipe) and the card as `<export>.md`. Only `export_to_package=true` writes into invlab/checkpoints/ (what
+`prior=<recipe>` loads), never replacing a shipped prior with a shorter run unless `force=true`
+(invlab/train/export.py).
 User errors print one sentence (`error: ...`) and exit 1.
 """
 from __future__ import annotations
@@ -84,6 +88,12 @@ def train(cfg: DictConfig) -> Path | None:
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path} does not exist; give a Lightning checkpoint of an earlier "
                               f"run, e.g. outputs/train/<recipe>/<date>/checkpoints/last.ckpt.")
+    from invlab.train.export import check_replace, destination
+
+    export_path = destination(cfg)  # refuses an export into the shipped checkpoints without the flag
+    max_steps = cfg.trainer.get("max_steps")
+    if isinstance(max_steps, int) and max_steps > 0:
+        check_replace(export_path, max_steps, cfg, planned=True)
     train_ds, val_ds = build_data(cfg)
 
     import lightning as L
@@ -139,15 +149,21 @@ def train(cfg: DictConfig) -> Path | None:
             close_logger(logger, failed=True)
     if not trainer.is_global_zero:
         return None
-    path, metrics = export(cfg, module, trainer, train_ds, val_ds)
+    try:
+        check_replace(export_path, int(trainer.global_step), cfg)  # max_time may have stopped it short
+    except ConfigError as exc:  # keep the trained weights, just not over the shipped ones
+        kept, _ = export(cfg, module, trainer, train_ds, val_ds, run_dir / f"{cfg.recipe}.safetensors")
+        close_logger(logger, failed=True)
+        raise ConfigError(f"{exc} The weights went to {kept} instead.") from exc
+    path, metrics = export(cfg, module, trainer, train_ds, val_ds, export_path)
     if logger:
         logger.log_metrics({f"export/{k}": v for k, v in metrics.items()}, step=trainer.global_step)
         close_logger(logger)
     return path
 
 
-def export(cfg: DictConfig, module, trainer, train_ds, val_ds) -> tuple[Path, dict]:
-    """Write the exported weights and their model card; returns the .safetensors path and val metrics."""
+def export(cfg: DictConfig, module, trainer, train_ds, val_ds, path: Path) -> tuple[Path, dict]:
+    """Write the exported weights and their model card to `path`; returns it and the val metrics."""
     import datetime as dt
 
     import torch
@@ -193,7 +209,7 @@ def export(cfg: DictConfig, module, trainer, train_ds, val_ds) -> tuple[Path, di
         "invlab": invlab.__version__,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
     }
-    path = save_checkpoint(Path(str(cfg.export)).expanduser(), net, module.arch, card)
+    path = save_checkpoint(path, net, module.arch, card)
     shown = ", ".join(f"{k}={v:.2f} dB" for k, v in metrics.items())
     print(f"exported {path} ({card['steps']} steps, {card['wall_seconds']:.0f} s{'; ' + shown if shown else ''})")
     return path, metrics
