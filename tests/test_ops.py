@@ -12,11 +12,13 @@ from invlab.ops.common import ImageLinearOperator
 LINEAR = sorted(n for n, c in OPERATORS.items() if c.is_linear)
 NONLINEAR = sorted(n for n, c in OPERATORS.items() if not c.is_linear)
 SHAPE = (1, 16, 16)
+CHANNELS = [1, 3]   # gray and colour: every operator acts on each channel alike
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def make(name: str, dtype=torch.float64, seed: int = 0):
-    return OPERATORS[name].example(SHAPE, generator=torch.Generator().manual_seed(seed)).to(dtype)
+def make(name: str, dtype=torch.float64, seed: int = 0, channels: int = 1):
+    shape = (channels, *SHAPE[1:])
+    return OPERATORS[name].example(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
 def rand_like_measurement(y: torch.Tensor, seed: int = 1) -> torch.Tensor:
@@ -30,8 +32,8 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
-def images(batch=2, dtype=torch.float64, seed=2):
-    return torch.rand(batch, *SHAPE, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+def images(batch=2, dtype=torch.float64, seed=2, channels=1):
+    return torch.rand(batch, channels, *SHAPE[1:], generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 def test_registry_covers_every_operator_family():
@@ -41,10 +43,11 @@ def test_registry_covers_every_operator_family():
 
 
 # ---- linear operators --------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("name", LINEAR)
-def test_linear_operator_properties(name):
-    A = make(name)
-    x = images()
+def test_linear_operator_properties(name, channels):
+    A = make(name, channels=channels)
+    x = images(channels=channels)
     ax = A(x)
     assert tuple(ax.shape) == (2, *A.out_shape)
     y = rand_like_measurement(ax)
@@ -53,7 +56,7 @@ def test_linear_operator_properties(name):
     assert torch.allclose(lhs, rhs, rtol=1e-10, atol=1e-10 * float(lhs.abs().max())), (lhs, rhs)
 
     # prox optimality: Aᵀ(Ap − y) + ρ(p − z) = 0 (CG fallbacks stop at a 1e-6 relative residual)
-    z, rho = images(seed=3), torch.tensor([0.3, 2.0], dtype=torch.float64)
+    z, rho = images(seed=3, channels=channels), torch.tensor([0.3, 2.0], dtype=torch.float64)
     p = A.prox_l2(z, y, rho)
     residual = A.adjoint(A(p) - y) + rho.view(-1, 1, 1, 1) * (p - z)
     assert float(residual.norm() / (A.adjoint(y) + rho.view(-1, 1, 1, 1) * z).norm()) < 1e-5
@@ -65,10 +68,11 @@ def test_linear_operator_properties(name):
     assert A.baseline(ax).shape == x.shape and not A.baseline(ax).is_complex()
 
 
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("name", LINEAR)
-def test_linear_dtypes_and_shapes_float32(name):
-    A = make(name, torch.float32)
-    x = images(dtype=torch.float32)
+def test_linear_dtypes_and_shapes_float32(name, channels):
+    A = make(name, torch.float32, channels=channels)
+    x = images(dtype=torch.float32, channels=channels)
     y = A(x)
     assert y.dtype in (torch.float32, torch.complex64)
     for out in (A.adjoint(y), A.pinv(y), A.prox_l2(x, y, 0.5), A.baseline(y), A.grad(x, y)):
@@ -76,23 +80,24 @@ def test_linear_dtypes_and_shapes_float32(name):
 
 
 # ---- nonlinear operators -----------------------------------------------------------------------
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("name", NONLINEAR)
-def test_nonlinear_operator_properties(name):
-    A = make(name)
-    x = images()
-    y = A(images(seed=5)).detach()
+def test_nonlinear_operator_properties(name, channels):
+    A = make(name, channels=channels)
+    x = images(channels=channels)
+    y = A(images(seed=5, channels=channels)).detach()
     if name == "quantized":   # measurements are bits
         y = torch.where(torch.rand_like(y) < torch.sigmoid(y), 1.0, -1.0).to(y.dtype)
     assert tuple(A(x).shape) == (2, *A.out_shape)
 
     # gradient vs central finite differences along a random direction
-    v = images(seed=6) - 0.5
+    v = images(seed=6, channels=channels) - 0.5
     eps = 1e-6
     fd = (A.data_fidelity(x + eps * v, y) - A.data_fidelity(x - eps * v, y)) / (2 * eps)
     assert torch.allclose(batch_dot(A.grad(x, y), v), fd, rtol=1e-5, atol=1e-7)
 
     # the prox decreases ½‖A(x) − y‖²-type objective relative to its starting point z
-    z, rho = images(seed=7), 1.0
+    z, rho = images(seed=7, channels=channels), 1.0
     objective = lambda u: A.data_fidelity(u, y) + 0.5 * rho * ((u - z) ** 2).flatten(1).sum(1)  # noqa: E731
     p = A.prox_l2(z, y, rho)
     assert p.shape == z.shape
@@ -100,10 +105,11 @@ def test_nonlinear_operator_properties(name):
     assert A.baseline(y).shape == x.shape and not A.baseline(y).is_complex()
 
 
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("name", NONLINEAR)
-def test_nonlinear_dtypes_float32(name):
-    A = make(name, torch.float32)
-    x = images(dtype=torch.float32)
+def test_nonlinear_dtypes_float32(name, channels):
+    A = make(name, torch.float32, channels=channels)
+    x = images(dtype=torch.float32, channels=channels)
     y = A(x)
     assert y.dtype == torch.float32
     for out in (A.grad(x, y), A.prox_l2(x, y, 1.0, iters=3), A.baseline(y)):
@@ -111,12 +117,14 @@ def test_nonlinear_dtypes_float32(name):
 
 
 # ---- shape errors and devices ------------------------------------------------------------------
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("name", sorted(OPERATORS))
-def test_wrong_shapes_raise_one_sentence_shape_error(name):
-    A = make(name, torch.float32)
-    good, bad = images(dtype=torch.float32), torch.rand(2, 1, 12, 16)
+def test_wrong_shapes_raise_one_sentence_shape_error(name, channels):
+    A = make(name, torch.float32, channels=channels)
+    good, bad = images(dtype=torch.float32, channels=channels), torch.rand(2, channels, 12, 16)
     y = A(good)
-    calls = [lambda: A(bad), lambda: A(torch.rand(16, 16)), lambda: A.prox_l2(bad, y, 1.0),
+    other_channels = torch.rand(2, 4 - channels, 16, 16)   # 3 channels for a gray operator, 1 for colour
+    calls = [lambda: A(bad), lambda: A(other_channels), lambda: A(torch.rand(16, 16)), lambda: A.prox_l2(bad, y, 1.0),
              lambda: A.prox_l2(good, y[..., :-1], 1.0), lambda: A.grad(good, y[..., :-1])]
     if A.is_linear:
         calls += [lambda: A.adjoint(y[..., :-1]), lambda: A.pinv(y[:, None])]
@@ -137,6 +145,40 @@ def test_device(name, device):
     assert all(o.device.type == device for o in outs)
 
 
+# ---- colour: channel by channel ----------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_colour_operator_is_the_gray_operator_on_each_channel(name):
+    """Reference: the C = 1 operator drawn from the same seed, applied to each channel separately and the
+    results stacked. The colour operator must equal it for A, Aᵀ, A⁺, the baseline and the prox (one random
+    kernel/mask/matrix/code shared by the channels; per-channel application is the convention)."""
+    A1, A3 = make(name, channels=1), make(name, channels=3)
+    x, z = images(channels=3), images(seed=3, channels=3)
+    per_channel = lambda f: torch.cat([f(x[:, c:c + 1], c) for c in range(3)], 1)  # noqa: E731
+    y = A3(x)
+    assert tuple(y.shape) == (2, *A3.out_shape) and A3.out_shape[0] == 3
+    assert rel(y, per_channel(lambda xc, c: A1(xc))) < 1e-12
+    y = y.detach()
+    if name == "quantized":
+        y = torch.where(torch.rand(y.shape, generator=torch.Generator().manual_seed(4)) < 0.5, 1.0, -1.0).double()
+    pick = lambda c: y[:, c:c + 1]  # noqa: E731
+    checks = {"baseline": (A3.baseline(y), per_channel(lambda xc, c: A1.baseline(pick(c))))}
+    if A3.is_linear:
+        checks["adjoint"] = (A3.adjoint(y), per_channel(lambda xc, c: A1.adjoint(pick(c))))
+        checks["pinv"] = (A3.pinv(y), per_channel(lambda xc, c: A1.pinv(pick(c))))
+        checks["prox_l2"] = (A3.prox_l2(z, y, 0.7), torch.cat([A1.prox_l2(z[:, c:c + 1], pick(c), 0.7)
+                                                                for c in range(3)], 1))
+        # CG fallbacks stop on the residual of the whole batch, so they agree only to their tolerance
+        # (the pinv one solves the ill-conditioned (AᵀA + 1e-4 I) x = Aᵀy)
+        fallback = lambda m: getattr(type(A3), m) is getattr(ImageLinearOperator, m)  # noqa: E731
+        tol = {"pinv": 1e-2 if fallback("pinv") else 1e-10, "prox_l2": 1e-4 if fallback("prox_l2") else 1e-10}
+    else:  # a few gradient steps: each channel's data term is separate, so the steps are too
+        checks["prox_l2"] = (A3.prox_l2(z, y, 1.0, iters=3), torch.cat(
+            [A1.prox_l2(z[:, c:c + 1], pick(c), 1.0, iters=3) for c in range(3)], 1))
+        tol = {"prox_l2": 1e-4}
+    for key, (ours, ref) in checks.items():
+        assert rel(ours, ref) < tol.get(key, 1e-10), (key, rel(ours, ref))
+
+
 # ---- closed forms vs the generic fallbacks -----------------------------------------------------
 def _overrides():
     pairs = []
@@ -148,15 +190,16 @@ def _overrides():
     return pairs
 
 
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("name,method", _overrides())
-def test_closed_form_matches_fallback(name, method):
-    A = make(name)
-    x = images()
+def test_closed_form_matches_fallback(name, method, channels):
+    A = make(name, channels=channels)
+    x = images(channels=channels)
     y = A(x) + 0.1 * rand_like_measurement(A(x))
     if method == "adjoint":
         assert rel(A.adjoint(y), LinearOperator.adjoint(A, y)) < 1e-10
     elif method == "prox_l2":
-        z, rho = images(seed=3), torch.tensor([0.05, 1.0], dtype=torch.float64)
+        z, rho = images(seed=3, channels=channels), torch.tensor([0.05, 1.0], dtype=torch.float64)
         ref = LinearOperator.prox_l2(A, z, y, rho, iters=1000)
         assert rel(A.prox_l2(z, y, rho), ref) < 1e-5
     else:  # both solve (AᵀA + eps I) x = Aᵀy; masks use the exact inverse, 1e-4 away

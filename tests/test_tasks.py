@@ -44,26 +44,28 @@ def test_every_expected_task_has_a_config():
     assert EXPECTED <= set(TASKS)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("name", TASKS)
-def test_task_config_builds_and_measures(name):
+def test_task_config_builds_and_measures(name, channels):
     cfg = OmegaConf.load(TASK_DIR / f"{name}.yaml")
     assert cfg.name == name and "sigma_y" in cfg
     task = load(name)
     assert isinstance(task, Task) and task.name == name
-    x = batch()
+    x = batch(channels=channels)
     A, y = task.measure(x, [0, 1, 2], seed=0)
-    assert y.shape == (3, *A.out_shape)
+    assert y.shape == (3, *A.out_shape) and A.in_shape == (channels, 32, 32) and y.shape[1] == channels
     assert A.sigma_y == pytest.approx(task.noise.sigma) and A.noise is task.noise
     assert A.baseline(y).shape == x.shape
     assert torch.isfinite(A.data_fidelity(x, y)).all()
     assert A.grad(x, y).shape == x.shape
 
 
+@pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("name", TASKS)
-def test_measurement_is_independent_of_batching(name):
+def test_measurement_is_independent_of_batching(name, channels):
     """Same (seed, index) → same operator parameters and noise, whatever else is in the batch."""
     task = load(name)
-    x = batch()
+    x = batch(channels=channels)
     _, y_all = task.measure(x, [4, 7, 9], seed=3)
     _, y_one = task.measure(x[1:2], [7], seed=3)
     _, y_pair = load(name).measure(x[[2, 0]], [9, 4], seed=3)     # a fresh task object, other order
