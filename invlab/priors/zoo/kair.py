@@ -132,13 +132,16 @@ def infer_arch(family: str, layout: str, state: Mapping[str, Tensor], path: Path
         blocks = len({k.split(".")[1] for k in state if k.startswith("m_body.")})
         features = [head.shape[0]] + [need(f"m_down{i}.{blocks}.weight").shape[0] for i in (1, 2, 3)]
         return dict(in_channels=head.shape[1] - 1, features=tuple(int(f) for f in features), blocks=blocks)
+    def convs(pattern: str) -> int:  # 4-D weights only: a BatchNorm's 1-D weight is not a conv
+        return len([k for k, v in state.items() if re.fullmatch(pattern, k) and v.dim() == 4])
+
     if layout == "kair":
-        first, n_convs = need("model.0.weight"), len([k for k in state if re.fullmatch(r"model\.\d+\.weight", k)])
-        bias = "model.0.bias" in state
+        first, n_convs, bias = need("model.0.weight"), convs(r"model\.\d+\.weight"), "model.0.bias" in state
     else:
-        first = need("in_conv.weight")
-        n_convs = 2 + len([k for k in state if re.fullmatch(r"conv_list\.\d+\.weight", k)])
-        bias = "in_conv.bias" in state
+        first, n_convs, bias = need("in_conv.weight"), 2 + convs(r"conv_list\.\d+\.weight"), "in_conv.bias" in state
+    if first.dim() != 4:
+        raise CheckpointError(f"{path} is not a DnCNN state dict: its first conv weight has shape "
+                              f"{tuple(first.shape)}.")
     return dict(in_channels=int(first.shape[1]), depth=n_convs, features=int(first.shape[0]), bias=bias)
 
 
@@ -175,8 +178,11 @@ def load_net(family: str, checkpoint, preset: str | None = None,
     state = read_state_dict(path)
     name = resolve_preset(family, preset, path)
     arch = dict(PRESETS[name].arch) if name else infer_arch(family, layout, state, path)
-    with torch.device("meta"):  # the file's tensors are adopted (assign=True): no random init to pay for
-        net = build_net(family, arch)
+    try:
+        with torch.device("meta"):  # the file's tensors are adopted (assign=True): no random init to pay for
+            net = build_net(family, arch)
+    except (ValueError, TypeError) as e:  # shapes that describe no network (e.g. a 1-conv DnCNN)
+        raise CheckpointError(f"{path} does not describe a {family} network ({str(e).rstrip('.')}).") from e
     table = key_table(net, family, layout)
     expected = {k: tuple(net.state_dict()[v].shape) for k, v in table.items()}
     what = f"{name or family} ({layout} layout: {', '.join(f'{k}={v}' for k, v in arch.items())})"
