@@ -15,3 +15,8 @@ class CheckpointError(InvlabError, FileNotFoundError):
 
 class ConfigError(InvlabError, ValueError):
     """A configuration value is invalid or inconsistent."""
+
+
+class RunDirError(ConfigError):
+    """The run directory cannot take this run (it holds another experiment's results, or cannot be
+    written); nothing, not even a failed status, is written into it."""

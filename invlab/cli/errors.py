@@ -41,6 +41,20 @@ def user_message(exc: BaseException) -> str | None:
     return None
 
 
+def _refused(exc: BaseException) -> bool:
+    """True when the failure is a run directory that was refused (RunDirError): nothing goes into it."""
+    from invlab.errors import RunDirError
+
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        if isinstance(err, RunDirError):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def is_rank_zero() -> bool:
     """True in the launching process (before Lightning exists we only have the launcher's env vars)."""
     return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
@@ -49,7 +63,7 @@ def is_rank_zero() -> bool:
 def record_status(run_dir: str | Path, status: str, exc: BaseException | None = None,
                   message: str | None = None) -> None:
     """Write `status.json` (and `error.txt` with the traceback on failure) into the run directory."""
-    if not is_rank_zero():
+    if not is_rank_zero() or (exc is not None and _refused(exc)):
         return
     run_dir = Path(run_dir)
     try:

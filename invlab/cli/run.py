@@ -67,7 +67,17 @@ def preflight(dataset, task, prior, solver, seed: int) -> None:
                               f"operator, but task {getattr(task, 'name', '?')} is nonlinear.")
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """The run's own integer settings are whole numbers in range (else int('abc') deep inside a run)."""
+    from invlab.utils.config import whole_number
+
+    whole_number(cfg.get("seed", 0), "seed", minimum=0)
+    whole_number(cfg.get("batch_size", 1), "batch_size", minimum=1)
+    whole_number(cfg.get("grid_max", 8), "grid_max", minimum=0)
+
+
 def experiment(cfg: DictConfig) -> dict | None:
+    check_settings(cfg)
     dataset, task, prior, solver = build_all(cfg)
     preflight(dataset, task, prior, solver, int(cfg.get("seed", 0)))
     from invlab.engine.runner import fingerprint, reconstruct, trainer_kwargs  # lightning: in reconstruct
@@ -75,7 +85,10 @@ def experiment(cfg: DictConfig) -> dict | None:
 
     run_dir = Path(str(cfg.run_dir)).absolute()
     trainer_kwargs(cfg, run_dir)  # device / strategy mistakes fail here, before the heavy imports
-    SampleStore(run_dir).check_fingerprint(fingerprint(cfg), write=False)
+    store = SampleStore(run_dir)
+    store.check_fingerprint(fingerprint(cfg), write=False)  # a refused run dir is left untouched
+    store.check_sources(getattr(dataset, "sources", None))
+    store.check_writable()
 
     return reconstruct(cfg, dataset, task, prior, solver)
 

@@ -41,6 +41,41 @@ def to_float(img: np.ndarray) -> np.ndarray:
         return img.astype(np.float32) / float(np.iinfo(img.dtype).max)
     return img.astype(np.float32)
 
+def read_image(path: str, grayscale: bool = True) -> np.ndarray:
+    """An image file as float32 in [0,1]: (H, W) when `grayscale`, else (H, W, 3).
+
+    8-bit images go through Pillow's own conversion (L or RGB). Pillow's conversion of a 16-bit image
+    (mode I;16, or I for 16-bit PGM/PPM) to L clips at 255 instead of scaling, which turns every pixel
+    white, so those are scaled here by their depth (65,535); 32-bit float images must already lie in
+    [0, 1]. A file Pillow cannot read, or another depth, is a ConfigError that names the file.
+    """
+    from PIL import Image
+
+    from invlab.errors import ConfigError
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode.startswith("I;16") or mode in ("I", "F"):
+                arr = np.asarray(im)
+            else:
+                arr = np.asarray(im.convert("L" if grayscale else "RGB"))
+    except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError and truncated files are OSErrors
+        raise ConfigError(f"could not read {path} as an image ({err}).") from err
+    if mode.startswith("I;16") or mode == "I":
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ConfigError(f"{path} has {mode} pixels outside the 16-bit range [0, 65535]; "
+                              f"convert it to an 8- or 16-bit image.")
+        arr = arr.astype(np.float32) / 65535.0
+    elif mode == "F":
+        arr = arr.astype(np.float32)
+        if arr.size and not (np.isfinite(arr).all() and arr.min() >= 0.0 and arr.max() <= 1.0):
+            raise ConfigError(f"{path} holds floating-point pixels outside [0, 1]; rescale it to [0, 1].")
+    else:
+        return to_float(arr)
+    return arr if grayscale else np.repeat(arr[..., None], 3, axis=2)
+
+
 
 def to_gray(img: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma of an RGB(A) image; gray images pass through."""

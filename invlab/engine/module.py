@@ -214,9 +214,12 @@ class Reconstruction(L.LightningModule):
             strip = images.grid([[images.to_uint8(x[j])],
                                  [measurement_image(None if baseline is None else baseline[j], y[j], x[j])],
                                  [images.to_uint8(xhat[j])]])
+        files = getattr(self.dataset, "sources", None)  # a folder's file per index: checked on resume
             tensors = None
             if self.save_tensors:
                 tensors = {"x": xhat[j].cpu(), "y": y[j].cpu(),
+            if files is not None:
+                row["source"] = files[index]
                            "baseline": None if baseline is None else baseline[j].cpu()}
             self.store.write(index, row, strip, tensors)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from invlab.errors import ConfigError
+from invlab.utils.config import whole_number
 
 log = logging.getLogger("invlab")
 
@@ -52,6 +53,9 @@ def trainer_kwargs(cfg: DictConfig, run_dir: Path) -> dict:
             raise ConfigError("device=cuda was asked for but torch sees no CUDA GPU; use device=cpu or auto.")
     if kw.get("accelerator", "auto") == "auto":
         kw["accelerator"] = ACCELERATORS[device]
+    check_devices(kw.get("devices", "auto"))
+    if "num_nodes" in kw:
+        kw["num_nodes"] = whole_number(kw["num_nodes"], "trainer.num_nodes", minimum=1)
     strategy = str(kw.get("strategy", "auto"))
     if any(word in strategy for word in ("spawn", "fork", "notebook")):
         # the per-process logger and module copies of these launchers do not come back to the main
@@ -59,6 +63,24 @@ def trainer_kwargs(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(f"trainer.strategy={strategy} is not supported by run.py; use trainer.strategy=ddp.")
     kw.setdefault("default_root_dir", str(run_dir))
     return {**kw, **FIXED}
+
+
+def check_devices(devices) -> None:
+    """Lightning's `devices`: auto, a count (-1: all), a list of indices, or such a string ("3", "0,1")."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if isinstance(devices, str) and devices.strip() != "auto":
+        parts = [p.strip() for p in devices.split(",") if p.strip()]
+        if parts and all(p.lstrip("-").isdigit() for p in parts):
+            devices = [int(p) for p in parts] if "," in devices else int(parts[0])
+    if isinstance(devices, (list, tuple)):
+        fine = bool(devices) and all(whole(v) and v >= 0 for v in devices)
+    else:
+        fine = devices == "auto" or whole(devices) and (devices >= 1 or devices == -1)
+    if not fine:
+        raise ConfigError(f"trainer.devices must be auto, a number of devices >= 1 (-1: all) or a list of "
+                          f"device indices such as [0,1], got {devices!r}.")
 
 
 _QUIETED = False
@@ -95,6 +117,7 @@ def reconstruct(cfg: DictConfig, dataset, task, prior, solver) -> dict | None:
     run_dir = Path(cfg.run_dir).absolute()
     store = SampleStore(run_dir)
     store.check_fingerprint(fingerprint(cfg), write=False)
+    store.check_sources(getattr(dataset, "sources", None))
     kwargs = trainer_kwargs(cfg, run_dir)
     _quiet_lightning()
     logger = make_logger(cfg.logger) if "logger" in cfg else False

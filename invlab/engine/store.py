@@ -69,14 +69,14 @@ class SampleStore:
     # ---- a guard against mixing results of different experiments in one directory -------------
     def check_fingerprint(self, fingerprint: dict, write: bool) -> None:
         """Raise ConfigError when the run dir already holds samples made with another configuration."""
-        from invlab.errors import ConfigError
+        from invlab.errors import RunDirError
 
         path = self.run_dir / FINGERPRINT
         if path.exists():
             old = json.loads(path.read_text())
             changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
             if changed and self.done():
-                raise ConfigError(
+                raise RunDirError(
                     f"the run directory {self.run_dir} already holds results made with different "
                     f"{', '.join(changed)} settings; choose a new run_dir or delete {self.dir}.")
         if write:
@@ -84,3 +84,36 @@ class SampleStore:
             text = json.dumps(fingerprint, indent=1, sort_keys=True, default=str)
             atomic_write(path, lambda p: Path(p).write_text(text))
 
+    def check_sources(self, sources) -> None:
+        """Raise RunDirError when a finished sample was made from another file than the one the dataset now
+        has at its index (a folder that gained or lost files shifts every later index), or from a file
+        this run cannot check (a sample written before the `source` column existed). `sources`: the
+        dataset's file per index, or None for datasets without files."""
+        from invlab.errors import RunDirError
+
+        if sources is None:
+            return
+        for i in sorted(self.done()):
+            if i >= len(sources):
+                continue  # beyond this run's data.limit: not reported, not re-solved
+            old = json.loads(self.path(i, ".json").read_text()).get("source")
+            if old != sources[i]:
+                was = "a file it did not record" if old is None else repr(old)
+                raise RunDirError(
+                    f"the run directory {self.run_dir} holds sample {i} made from {was}, but the data now has "
+                    f"{sources[i]!r} at that position (were files added to or removed from data.path?); "
+                    f"choose a new run_dir or delete {self.dir}.")
+
+    def check_writable(self) -> None:
+        """Create the run directory and write a probe file in it; RunDirError saying why when that fails
+        (read-only, below a file, a system folder such as /proc)."""
+        from invlab.errors import RunDirError
+
+        probe = self.run_dir / f".invlab-write-probe.{os.getpid()}"
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise RunDirError(f"run_dir={self.run_dir} cannot be written ({err.strerror or err}); "
+                              f"choose another run_dir.") from err

@@ -10,11 +10,17 @@ import math
 import torch
 from torch import Tensor
 
+from invlab.errors import ConfigError
+from invlab.utils.config import whole_number
+
+SIZE_KEY = "the kernel size (task.operator.kernel_size)"
+
 
 def gaussian_kernel(size: int, std: float) -> Tensor:
     """Isotropic Gaussian sampled at pixel centres, truncated to size × size and renormalised."""
-    if size < 1 or std <= 0:
-        raise ValueError(f"gaussian_kernel needs size >= 1 and std > 0, got size={size}, std={std}")
+    size = whole_number(size, SIZE_KEY, minimum=1)
+    if not std > 0:
+        raise ConfigError(f"the Gaussian kernel's std (task.operator.kernel_std) must be > 0, got {std}.")
     t = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-0.5 * (t / std) ** 2)
     k = g[:, None] * g[None, :]
@@ -23,8 +29,7 @@ def gaussian_kernel(size: int, std: float) -> Tensor:
 
 def uniform_kernel(size: int) -> Tensor:
     """size × size box average."""
-    if size < 1:
-        raise ValueError(f"uniform_kernel needs size >= 1, got {size}")
+    size = whole_number(size, SIZE_KEY, minimum=1)
     return torch.full((size, size), 1.0 / size**2)
 
 
@@ -38,10 +43,10 @@ def motion_kernel(size: int, intensity: float = 0.5, generator: torch.Generator 
     fraction (0.5–1) of the kernel support, and splatted bilinearly onto the grid (which keeps thin
     diagonal paths anti-aliased). The result sums to one.
     """
-    if size < 3:
-        raise ValueError(f"motion_kernel needs size >= 3, got {size}")
+    size = whole_number(size, SIZE_KEY, minimum=3)
     if not 0.0 <= intensity <= 1.0:
-        raise ValueError(f"motion_kernel intensity must lie in [0, 1], got {intensity}")
+        raise ConfigError(f"the motion kernel's intensity (task.operator.intensity) must lie in [0, 1], "
+                          f"got {intensity}.")
     steps = steps or 8 * size
     rand = lambda *shape: torch.rand(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
     randn = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64)  # noqa: E731

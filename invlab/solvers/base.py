@@ -56,6 +56,24 @@ class Solver:
     """Base class; subclasses are dataclasses and implement `solve`."""
 
     needs: ClassVar[tuple[str, ...]] = ()  # requirements: "adjoint" (a linear operator), "image_measurements"
+    # integer settings that must be >= 1: with 0 or fewer iterations a solver returns its start point
+    at_least_one: ClassVar[tuple[str, ...]] = ("iters", "steps", "power_iters", "cg_iters", "ddim_steps",
+                                               "dds_steps", "ttt_iters")
+
+    def __post_init__(self) -> None:
+        """Every field annotated `int` holds a whole number (>= 1 for `at_least_one`, >= 0 otherwise), so
+        `solver.iters=abc`, `=1.5` or `=-3` fail in one sentence at build time, naming the key."""
+        from dataclasses import fields
+
+        from invlab.utils.config import whole_number
+
+        for f in fields(self):
+            kinds = {part.strip() for part in str(f.type).split("|")}
+            if "int" not in kinds or "float" in kinds:  # `float | int` fields (a fraction or a count) are free
+                continue
+            value = whole_number(getattr(self, f.name), f"solver.{f.name}",
+                                 minimum=1 if f.name in self.at_least_one else 0, allow_none="None" in kinds)
+            object.__setattr__(self, f.name, value)
 
     def __call__(self, y: Tensor, A, prior, *, x_init: Tensor | None = None,
                  generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:

@@ -64,3 +64,20 @@ def load_option(group: str, name: str, overrides: list[str] | None = None):
         names = sorted(p.stem for p in conf.glob("*.yaml"))
         raise ConfigError(f"no {group} config {name!r}; choose one of {', '.join(names)}.")
     return OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or [])))
+
+
+def whole_number(value: Any, key: str, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    """`value` as an int, or a ConfigError naming `key` when it is not a whole number (text, a fraction,
+    a bool) or is below `minimum`. An integral float (`5.0`) counts as whole; None passes when allowed."""
+    from invlab.errors import ConfigError
+
+    if value is None and allow_none:
+        return None
+    whole = (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer())
+    bound = "" if minimum is None else f" >= {minimum}"
+    if not whole:
+        raise ConfigError(f"{key} must be a whole number{bound}, got {value!r}.")
+    if minimum is not None and int(value) < minimum:
+        raise ConfigError(f"{key} must be a whole number{bound}, got {int(value)}.")
+    return int(value)
