@@ -55,6 +55,14 @@ class Blur(ImageLinearOperator):
         return cls(in_shape, gaussian_kernel(kernel_size, kernel_std))
 
     @classmethod
+    def gaussian_random_std(cls, in_shape, generator=None, kernel_size: int = 61, std_min: float = 3.0,
+                            std_max: float = 9.0) -> "Blur":
+        """A Gaussian kernel whose std is drawn uniformly from [std_min, std_max] (DiffPIR's deblurring test:
+        std = 3(1 + 2U), i.e. U[3, 9], per image; use with `per_sample: true`)."""
+        u = float(torch.rand(1, generator=generator, dtype=torch.float64))
+        return cls(in_shape, gaussian_kernel(kernel_size, std_min + (std_max - std_min) * u))
+
+    @classmethod
     def uniform(cls, in_shape, generator=None, kernel_size: int = 9) -> "Blur":
         return cls(in_shape, uniform_kernel(kernel_size))
 

@@ -30,6 +30,17 @@ def tile(spec: Tensor, s: int) -> Tensor:
     return spec.repeat(*([1] * (spec.dim() - 2)), s, s)
 
 
+def bicubic_kernel(scale: int) -> Tensor:
+    """(4s − 1)² antialiasing kernel of bicubic downsampling by s: cubic(t / s) / s at t = −2s+1 … 2s−1."""
+    s = int(scale)
+    t = (torch.arange(4 * s - 1, dtype=torch.float64) - (2 * s - 1)).abs() / s
+    a = -0.5
+    w = torch.where(t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1,
+                    torch.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, torch.zeros_like(t)))
+    k = w[:, None] * w[None, :]
+    return (k / k.sum()).float()
+
+
 @register("super_resolution")
 class SuperResolution(ImageLinearOperator):
     """Blur with a (B or 1, C or 1, kh, kw) kernel, then keep every `scale`-th pixel (x[..., ::s, ::s])."""
@@ -51,6 +62,13 @@ class SuperResolution(ImageLinearOperator):
     def gaussian(cls, in_shape, generator=None, scale: int = 4, kernel_size: int = 17,
                  kernel_std: float = 2.0) -> "SuperResolution":
         return cls(in_shape, gaussian_kernel(kernel_size, kernel_std), scale)
+
+    @classmethod
+    def bicubic(cls, in_shape, generator=None, scale: int = 4) -> "SuperResolution":
+        """Antialiased bicubic downsampling (the DPS/DiffPIR ×4 operators' kernel): Keys' cubic (a = −0.5)
+        stretched by the scale, (4·scale − 1)² taps, separable, normalised. Samples sit on pixel centres
+        (x[..., ::s, ::s]); resizers that sample between pixels differ by a (s − 1)/2-pixel shift only."""
+        return cls(in_shape, bicubic_kernel(scale), scale)
 
     @classmethod
     def example(cls, in_shape=(1, 16, 16), generator=None) -> "SuperResolution":
