@@ -128,7 +128,7 @@ def test_neumann_gradient_converges_to_the_exact_implicit_gradient(tmp_path):
     from invlab.nets.dncnn import DnCNN
     from invlab.priors.checkpoint import save_checkpoint
     from invlab.solvers.pnp_ttt import PerSampleDenoiser
-    from invlab.train.deq import deq_step
+    from invlab.solvers.fixed_point import deq_step
 
     torch.manual_seed(0)
     arch = {"_target_": "invlab.nets.dncnn.DnCNN", "in_channels": 1, "depth": 3, "features": 4,

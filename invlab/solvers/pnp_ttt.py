@@ -1,9 +1,10 @@
 """PnP-TTT: test-time training of a PnP denoiser on the one measurement being solved (methods.md E;
 Chandler, Shoushtari, Wohlberg & Kamilov 2023).
 
-A PnP-PGD fixed point x̄(θ) = T_θ(x̄), T_θ(x) = D_θ(x − γAᵀ(Ax − y), σ) (invlab/train/deq.py `deq_step`),
-is a function of the denoiser weights θ. Before solving, θ is adapted to the measurement y with Adam
-steps on a self-supervised measurement loss; then the solve is PnP-PGD with the adapted denoiser:
+A PnP-PGD fixed point x̄(θ) = T_θ(x̄), T_θ(x) = D_θ(x − γAᵀ(Ax − y), σ) (`deq_step` in
+invlab/solvers/fixed_point.py), is a function of the denoiser weights θ. Before solving, θ is adapted to
+the measurement y with Adam steps on a self-supervised measurement loss; then the solve is PnP-PGD with
+the adapted denoiser:
 
     repeat ttt_steps times:
         split the measured entries into held-in Λ and held-out Ω (fraction `holdout`; a new split every
@@ -26,10 +27,10 @@ Choices and departures (documented, not hidden):
 - Gradient: the exact implicit (DEQ) gradient is (∂T/∂θ)ᵀ(I − Jᵀ)⁻¹∇ℓ, J = ∂T/∂x at x̄. neumann_iters
   = K > 0 replaces the inverse by the truncated series Σ_{k≤K}(Jᵀ)ᵏ (K extra vector-Jacobian products;
   exact as K → ∞ when J's spectral radius is < 1; linear A only, whose A.grad is differentiable).
-  neumann_iters = 0 is Jacobian-free backprop, as invlab/train/deq.py: one step T_θ(x̄) with a graph from
-  the detached fixed point, i.e. the inverse replaced by the identity (a descent direction when T is
-  contractive). In MRI J ≈ ∂D/∂x on the unmeasured columns, near 1, and JFB did worse (experiments/
-  pnp_ttt). x̄ is whatever ttt_iters iterations reach: with a non-contractive denoiser (dncnn_gray in
+  neumann_iters = 0 is Jacobian-free backprop, as in DEQ training (invlab/train/deq.py): one step T_θ(x̄)
+  with a graph from the detached fixed point, i.e. the inverse replaced by the identity (a descent
+  direction when T is contractive). In MRI J ≈ ∂D/∂x on the unmeasured columns, near 1, and JFB did
+  worse (experiments/pnp_ttt). x̄ is whatever ttt_iters iterations reach: with a non-contractive denoiser (dncnn_gray in
   MRI) PnP-PGD does not converge, and neither gradient is then exact.
 - Per-sample adaptation: each sample of the batch trains its own deep copy of the prior's network (one
   Adam over all copies equals one Adam per copy: the loss is a sum and Adam acts elementwise), so a
@@ -55,7 +56,7 @@ from invlab.ops.mri import MultiCoilMRI, SingleCoilMRI, reflect_frequencies
 from invlab.priors.learned import LearnedDenoiser
 from invlab.solvers.base import Solver, Trace
 from invlab.solvers.common import check_positive, denoiser_sigma, gradient_step, initial_iterate, relative_change
-from invlab.train.deq import deq_step, fixed_point
+from invlab.solvers.fixed_point import deq_step, fixed_point
 
 log = logging.getLogger("invlab")
 SPLITTABLE = (Mask, SingleCoilMRI, MultiCoilMRI)

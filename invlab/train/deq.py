@@ -15,7 +15,8 @@ the loss ‖x̂ − x‖² is differentiated through that step only. The exact i
 by (I − ∂T/∂x)⁻¹; JFB drops it, which is a descent direction when T is contractive in x, costs one
 network backward, and needs no stored iterations. A batch whose iteration stops at max_iters above tol is
 reported (a warning, `train/deq_converged` < 1 and the `nonconverged_steps` count in the model card),
-and a non-finite iterate skips the optimizer step instead of training on it.
+and a non-finite iterate skips the optimizer step instead of training on it. The step map and the forward
+iteration are the solvers' (invlab/solvers/fixed_point.py).
 
 The exported network is a plain denoiser D_θ(x, σ) (loadable by prior=learned); its card names the
 `run.py` solver settings that run the trained operator (the same step, `iters` = max_iters).
@@ -23,7 +24,6 @@ The exported network is a plain denoiser D_θ(x, σ) (loadable by prior=learned)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -32,44 +32,11 @@ from torchmetrics import MeanMetric
 
 from invlab.errors import ConfigError
 from invlab.ops.task import derive_seed
-from invlab.solvers.common import gradient_step, initial_iterate, per_sample, relative_change
+from invlab.solvers.common import gradient_step, initial_iterate, per_sample
+from invlab.solvers.fixed_point import STEPS, FixedPoint, deq_step, fixed_point
 from invlab.train.common import PriorModule, psnr_per_image
 
 log = logging.getLogger("invlab")
-STEPS = ("red", "pnp_pgd")
-
-
-@dataclass
-class FixedPoint:
-    x: Tensor            # the last iterate (B, C, H, W), detached
-    iters: int           # applications of T
-    residual: Tensor     # (B,) relative change of the last application
-    converged: bool      # every sample reached tol
-    finite: bool         # no NaN/inf in the last iterate
-
-
-def deq_step(kind: str, A, y: Tensor, denoiser: Callable[[Tensor, Tensor], Tensor], sigma: Tensor,
-             gamma: Tensor, tau: float) -> Callable[[Tensor], Tensor]:
-    """T: x ↦ the solver step (see the module docstring); sigma (B,), gamma (B, 1, ..., 1)."""
-    if kind == "red":
-        return lambda x: x - gamma * (A.grad(x, y) + tau * (x - denoiser(x, sigma)))
-    if kind == "pnp_pgd":
-        return lambda x: denoiser(x - gamma * A.grad(x, y), sigma)
-    raise ConfigError(f"module.step must be one of {', '.join(STEPS)}, got {kind!r}.")
-
-
-@torch.no_grad()
-def fixed_point(T: Callable[[Tensor], Tensor], x0: Tensor, max_iters: int, tol: float) -> FixedPoint:
-    """Iterate x ← T(x) from x0 until every sample's relative change is ≤ tol (or max_iters)."""
-    x, residual, k = x0, torch.full((x0.shape[0],), float("inf"), device=x0.device), 0
-    for k in range(1, int(max_iters) + 1):
-        x_next = T(x)
-        residual = relative_change(x_next, x)
-        x = x_next
-        if not torch.isfinite(x).all() or bool((residual <= tol).all()):
-            break
-    finite = bool(torch.isfinite(x).all())
-    return FixedPoint(x.detach(), k, residual, finite and bool((residual <= tol).all()), finite)
 
 
 class DEQModule(PriorModule):
