@@ -85,18 +85,20 @@ class TinyPrior(Prior):
 
 @dataclass
 class TinySolver(Solver):
-    """x ← D(x) a few times from y. `nan_indices` make those samples diverge; `log_path` (or env
+    """x ← D(x) a few times from y (`delay` seconds each). `nan_indices` make those samples diverge; `log_path` (or env
     INVLAB_TEST_SOLVE_LOG) records every index solved as "index pid" lines, so tests can count what a
     run actually solved, and where."""
 
     iters: int = 2
     nan_indices: list = field(default_factory=list)
     log_path: str | None = None
+    delay: float = 0.0     # seconds slept per iteration: a slow solve to interrupt (SIGTERM tests)
 
     def solve(self, y, A, prior, *, x_init, generator, trace):
         x = y.clone() if x_init is None else x_init
         for k in range(self.iters):
             x = prior.denoise(x, A.sigma_y)
+            time.sleep(self.delay)
             trace(k, x, residual=(x - y).flatten(1).norm(dim=1))
         for j, i in enumerate(A.indices):
             if i in self.nan_indices:
@@ -158,14 +160,15 @@ def cli_env(tmp: Path) -> dict:
     return env
 
 
-def run_py(tmp_path: Path, *args: str, timeout: float = 240, env: dict | None = None):
-    """`python run.py <flags> experiment=tiny_engine <overrides>` in tmp_path; adds `.seconds`."""
+def run_py(tmp_path: Path, *args: str, timeout: float = 240, env: dict | None = None, unset: tuple = ()):
+    """`python run.py <flags> experiment=tiny_engine <overrides>` in tmp_path; adds `.seconds`. `unset`
+    removes variables from cli_env's, then `env` adds its own."""
     flags = [a for a in args if a.startswith("-")]  # argparse wants -m before the overrides
     overrides = [a for a in args if not a.startswith("-")]
     cmd = [sys.executable, str(REPO / "run.py"), *flags, write_conf(tmp_path / "conf"), *TINY, *overrides]
+    full_env = {**{k: v for k, v in cli_env(tmp_path).items() if k not in unset}, **(env or {})}
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, cwd=tmp_path, env={**cli_env(tmp_path), **(env or {})}, capture_output=True,
-                         text=True, timeout=timeout)
+    out = subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
     out.seconds = time.perf_counter() - t0
     return out
 
