@@ -214,3 +214,20 @@ def test_cli_bad_settings_are_one_sentence(tmp_path):
         assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], out.stderr
     assert (tmp_path / "a_file").read_text() == "x"
+
+
+@pytest.mark.parametrize("override,key", [("seed=abc", "seed"), ("loader.batch_size=0", "loader.batch_size"),
+                                          ("trainer.devices=abc", "trainer.devices")])
+def test_bad_train_settings_name_the_key(tmp_path, override, key):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from invlab.cli.errors import user_message
+    from invlab.cli.train import train
+    from invlab.errors import ConfigError
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=[override, f"run_dir={tmp_path / 'run'}", "logger=none"])
+    with pytest.raises(ConfigError) as info:
+        train(cfg)
+    assert key in user_message(info.value)
+    assert not (tmp_path / "run").exists()

@@ -81,8 +81,13 @@ def build_data(cfg: DictConfig):
 
 
 def train(cfg: DictConfig) -> Path | None:
+    from invlab.engine.runner import check_devices
     from invlab.errors import CheckpointError, ConfigError
+    from invlab.utils.config import whole_number
 
+    whole_number(cfg.get("seed", 0), "seed", minimum=0)  # whole-number settings: one sentence, not int('abc')
+    whole_number(OmegaConf.select(cfg, "loader.batch_size", default=1), "loader.batch_size", minimum=1)
+    check_devices(OmegaConf.select(cfg, "trainer.devices", default="auto"))
     run_dir = Path(str(cfg.run_dir)).absolute()
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
