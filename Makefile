@@ -33,6 +33,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --json bench.json
 	$(BIN)/python scripts/bench.py --suite diffusion --json bench_diffusion.json
+	$(BIN)/python scripts/bench_zoo.py --json bench_zoo.json
 
 clean:
-	rm -rf outputs multirun wandb bench.json bench_diffusion.json
+	rm -rf outputs multirun wandb bench.json bench_diffusion.json bench_zoo.json

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -95,7 +96,8 @@ def load_adm(checkpoint, preset: str | None = "ffhq", arch: Mapping | None = Non
     """An ADMUNet with the file's weights, strictly (one sentence naming the first mismatching keys)."""
     path = checkpoint_file(checkpoint, "ADM")
     kwargs = create_model_kwargs(preset, arch)
-    net = ADMUNet(**parse_create_model(**kwargs))
+    with torch.device("meta"):  # no random init: the file's (memory-mapped) tensors become the parameters
+        net = ADMUNet(**parse_create_model(**kwargs))
     described = f"ADM {preset or 'custom'} ({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
     state = read_state_dict(path, mmap=mmap)
     return load_strict(net, state, path, described, ignore=lambda k: k in DEEPINV_BUFFERS)

@@ -107,4 +107,7 @@ def load_strict(net: nn.Module, state: Mapping[str, Tensor], path: Path | str, a
         raise CheckpointError(f"{path} does not match the declared architecture {arch}: {problem}.")
     state = {k: (v.float() if v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in state.items()}
     net.load_state_dict(state, strict=True, assign=True)
+    left = [k for k, v in (*net.named_parameters(), *net.named_buffers()) if v.is_meta]
+    if left:  # a net built on the meta device must get every tensor from the file
+        raise CheckpointError(f"{path} leaves {', '.join(left[:3])} of {arch} unset.")
     return net.eval()
