@@ -101,7 +101,9 @@ def rows(jobs: list[dict]) -> tuple[list[str], list[dict]]:
             row["_metrics"] = {}
         else:
             row.update({label: _fmt(s["metrics"].get(key), d) for label, key, d in metrics})
-            row["samples"] = f"{s['counts'].get('ok', 0)}/{s['samples'] + s['counts'].get('missing', 0)}"
+            done = s["counts"].get("ok", 0) + s["counts"].get("suspect", 0)   # the samples the means cover
+            suspect = f" ({s['counts']['suspect']} suspect)" if s["counts"].get("suspect") else ""
+            row["samples"] = f"{done}/{s['samples'] + s['counts'].get('missing', 0)}{suspect}"
             row["_metrics"] = s["metrics"]
         out.append(row)
     return header, out

@@ -25,7 +25,7 @@ def results(path: Path) -> Path:
 
 def column(path: Path, metric: str) -> dict[int, float]:
     with open(results(path)) as f:
-        rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+        rows = [r for r in csv.DictReader(f) if r["status"] in ("ok", "suspect")]  # as summary.json's means
     if rows and metric not in rows[0]:
         sys.exit(f"error: {path} has no column {metric!r}.")
     return {int(r["index"]): float(r[metric]) for r in rows if r.get(metric) not in (None, "")}

@@ -22,12 +22,19 @@ def run_job(work: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from invlab.cli.choices import check_experiment
     from invlab.cli.errors import record_status, user_message
+    from invlab.engine.stopping import EXIT_CODE as STOP_EXIT_CODE, RunInterrupted
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(str(cfg.get("run_dir", "."))).absolute()
     try:
+        check_experiment()  # an unknown experiment= would otherwise run the defaults without a word
         result = work(cfg)
+    except RunInterrupted as exc:  # SIGTERM: finished samples kept; the whole sweep stops too
+        record_status(run_dir, "interrupted", exc, str(exc))
+        print(f"interrupted: {exc}", file=sys.stderr)
+        sys.exit(STOP_EXIT_CODE)
     except Exception as exc:
         msg = user_message(exc)
         record_status(run_dir, "failed", exc, msg)

@@ -5,8 +5,11 @@ clamped reconstruction and of the baseline `A.baseline(y)`, then each sample's f
 once (see store.py). Per-sample cost: `nfe` is the batch's NFE (the samples of a batch share every
 network call, so it is also each sample's NFE); `seconds` and `net_seconds` are the batch's times
 divided by the batch size. A sample whose reconstruction is not finite gets `status=diverged`, NaN
-metrics, and the run goes on (an exception raised by the solver still fails the run: that is a bug or a
-configuration error, not a property of one sample). The solver's generator is seeded from the seed and
+metrics, and the run goes on; a finite one far from its measurement or saturated gets `status=suspect`
+(its metrics kept; `residual_ratio` and `saturation` columns, see consistency.py). An exception raised by
+the solver still fails the run: that is a bug or a configuration error, not a property of one sample. On
+SIGTERM the solve stops at the next iteration (`stopping.check_stop` is a solver callback) and the batch
+is dropped, its samples left for a rerun. The solver's generator is seeded from the seed and
 the batch's first index, so stochastic solvers repeat exactly for the same batching. Extra columns: a
 solver's per-sample values (`Result.per_sample`, e.g. DMPlug's `iter_stop`) and, with `track_best=true`,
 each sample's best PSNR over the iterates the solver traced and its iteration (`psnr_best`, `iter_best`),
@@ -34,6 +37,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from invlab.engine.consistency import check_rows, is_suspect
+from invlab.engine.stopping import check_stop
 from invlab.engine.store import SampleStore
 from invlab.utils import images
 
@@ -182,6 +187,7 @@ class Reconstruction(L.LightningModule):
 
     # ---- one batch ---------------------------------------------------------------------------
     def test_step(self, batch: dict, batch_idx: int) -> None:
+        check_stop()  # SIGTERM between batches: stop before starting the next one
         keep = ~batch["pad"]
         if not bool(keep.any()):
             return
@@ -194,10 +200,14 @@ class Reconstruction(L.LightningModule):
         bar = SolverProgress(f"{getattr(self.solver, 'name', type(self.solver).__name__)} on {len(indices)} "
                              f"sample(s) from #{indices[0]}", enabled=self._show_progress())
         with torch.enable_grad(), bar:  # solvers that differentiate (DPS, autograd adjoints) work as in a script
-            res = self.solver(y, A, self.prior, generator=gen, callback=chain(best, bar))
+            res = self.solver(y, A, self.prior, generator=gen, callback=chain(best, bar, check_stop))
         xhat = res.x.detach()
         baseline = self._baseline(A, y, x)
         rows = self._metrics(x, xhat, baseline)
+        for row, check in zip(rows, check_rows(A, y, xhat, torch.isfinite(xhat).flatten(1).all(1))):
+            row.update(check)  # residual_ratio, saturation: far from the data or saturated -> suspect
+            if row["status"] == "ok" and is_suspect(check):
+                row["status"] = "suspect"
         self._aligned_metrics(A, x, xhat, rows)
         for j, extra in enumerate(best.rows() if best is not None else []):
             rows[j].update(extra)

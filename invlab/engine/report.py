@@ -18,6 +18,9 @@ COLUMNS = ["index", "psnr", "ssim", "psnr_input", "ssim_input", "nfe", "seconds"
 METRICS = ["psnr", "ssim", "psnr_input", "ssim_input", "nfe", "seconds", "net_seconds"]
 # summarised when some sample has them: the oracle record (track_best=true), an early-stopping solver's
 # stop, a blind solver's kernel error, phase retrieval's metrics up to its ambiguities
+# statuses whose metrics count in the means: a suspect sample is finite and its numbers are real (leaving
+# it out would hide a failing run behind the samples that worked); diverged ones have none
+FINISHED = ("ok", "suspect")
 OPTIONAL = ["psnr_best", "iter_best", "iter_stop", "kernel_error", "psnr_aligned", "ssim_aligned"]
 
 
@@ -41,7 +44,7 @@ def _num(value) -> float:
 
 
 def summarize(rows: list[dict], names: dict[str, str], expected: int) -> dict:
-    """Mean ± std (population std, over samples with status ok) of every metric, and status counts.
+    """Mean ± std (population std, over samples with status ok or suspect) of every metric, and status counts.
 
     `expected` is the dataset size; samples never written (a run still in progress elsewhere, or
     killed) are counted as `missing`.
@@ -51,7 +54,7 @@ def summarize(rows: list[dict], names: dict[str, str], expected: int) -> dict:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     if len(rows) < expected:
         counts["missing"] = expected - len(rows)
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] in FINISHED]
     metrics = {}
     present = [k for k in OPTIONAL if any(k in r for r in ok)]  # columns only some solvers write
     for key in (*METRICS, *present):
@@ -98,6 +101,9 @@ def format_summary(summary: dict) -> str:
         *([f"  up to the operator's ambiguities (shift, 180° rotation): PSNR {fmt('psnr_aligned', 2)} dB   "
            f"SSIM {fmt('ssim_aligned', 4)}"] if "psnr_aligned" in summary["metrics"] else []),
         *([f"  early stop at iteration {fmt('iter_stop', 0)}"] if "iter_stop" in summary["metrics"] else []),
+        *([f"  WARNING: {summary['counts']['suspect']} suspect sample(s): far from their measurement "
+           f"(residual_ratio > 1) or saturated (saturation >= 0.25) in results.csv; an untrained or "
+           f"mismatched prior?"] if summary["counts"].get("suspect") else []),
     ])
 
 

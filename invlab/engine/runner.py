@@ -112,7 +112,9 @@ def reconstruct(cfg: DictConfig, dataset, task, prior, solver) -> dict | None:
     from invlab.engine.loggers import close_logger, log_report, make_logger
     from invlab.engine.module import Reconstruction
     from invlab.engine.report import finalize, format_summary
+    from invlab.engine.stopping import RunInterrupted, stop_on_sigterm
     from invlab.engine.store import SampleStore
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     run_dir = Path(cfg.run_dir).absolute()
     store = SampleStore(run_dir)
@@ -134,12 +136,20 @@ def reconstruct(cfg: DictConfig, dataset, task, prior, solver) -> dict | None:
                                 batch_size=int(cfg.get("batch_size", 1)),
                                 save_tensors=bool(cfg.get("save_tensors", False)),
                                 track_best=bool(cfg.get("track_best", False)))
-        with relaunch_context(trainer):
-            trainer.test(module, verbose=False)
+        stopped = False
+        try:
+            with relaunch_context(trainer), stop_on_sigterm():
+                trainer.test(module, verbose=False)
+        except (RunInterrupted, SIGTERMException):  # ours mid-solve, Lightning's between batches
+            stopped = True
         if not trainer.is_global_zero:
             failed = False
             return None
         summary = finalize(run_dir, len(dataset), names(cfg), int(cfg.get("grid_max", 8)))
+        if stopped:  # the report of what is finished, then status.json says interrupted (cli/jobs.py)
+            done = summary["samples"]
+            raise RunInterrupted(f"stopped by SIGTERM with {done} of {len(dataset)} samples finished (written to "
+                                 f"{run_dir}); rerun with run_dir={run_dir} to solve the rest.")
         log.info("results in %s\n%s", run_dir, format_summary(summary))
         log_report(logger, summary, run_dir / "grid.png")
         failed = False
