@@ -5,9 +5,11 @@ large images use block CS (as ISTA-Net and most CS-imaging work do): the same ma
 non-overlapping b×b block of every channel. `block_size=None` measures the whole image at once (fine for
 MNIST-sized images). Entries are i.i.d. N(0, 1/m), so E‖Φx‖² = ‖x‖².
 
-Closed forms use the eigendecomposition ΦΦᵀ = U diag(λ) Uᵀ (m×m, computed once in float64):
-(ΦᵀΦ + ρI)⁻¹ r = (r − Φᵀ U diag(1/(λ+ρ)) Uᵀ Φ r) / ρ (Woodbury), exact for every ρ at O(mn) cost,
-and Φ⁺ = Φᵀ U diag(1/λ) Uᵀ on the nonzero eigenvalues.
+Closed forms use the eigendecomposition ΦΦᵀ = U diag(λ) Uᵀ (m×m, computed in float64 and kept in the
+dtype of the call, once per dtype and device): (ΦᵀΦ + ρI)⁻¹ r = (r − Φᵀ U diag(1/(λ+ρ)) Uᵀ Φ r) / ρ
+(Woodbury), exact for every ρ at O(mn) cost (to float64 rounding in a float64 call: a factorisation
+stored in float32 would cap a float64 prox at float32 accuracy), and Φᵀ U diag(1/(λ+ε)) Uᵀ for the
+pseudo-inverse (ε = 0: Φ⁺ exactly, on the eigenvalues above rounding).
 """
 from __future__ import annotations
 
@@ -33,15 +35,14 @@ class CompressedSensing(ImageLinearOperator):
         if h % bh or w % bw:
             raise ConfigError(f"compressed sensing with block_size={block_size} needs the image size "
                               f"({h}×{w}) to be a multiple of it; set task.operator.block_size.")
-        matrix = torch.as_tensor(matrix, dtype=torch.float32)
+        matrix = torch.as_tensor(matrix)
+        matrix = matrix if matrix.dtype == torch.float64 else matrix.to(torch.float32)
         if matrix.dim() == 2:
             matrix = matrix.unsqueeze(0)
         if matrix.shape[-1] != bh * bw:
             raise ValueError(f"CS matrix has {matrix.shape[-1]} columns but blocks have {bh * bw} pixels")
-        lam, vecs = torch.linalg.eigh(matrix.double() @ matrix.double().transpose(-1, -2))
         self.register_buffer("matrix", matrix)          # (B or 1, m, b²)
-        self.register_buffer("gram_eigvals", lam.float())   # (B or 1, m)
-        self.register_buffer("gram_eigvecs", vecs.float())  # (B or 1, m, m)
+        self._factors: dict[tuple, tuple[Tensor, Tensor]] = {}   # (dtype, device, matrix dtype) -> (λ, U)
         self.n_blocks = (h // bh) * (w // bw)
         self.out_shape = (c, self.n_blocks, matrix.shape[-2])
 
@@ -78,9 +79,19 @@ class CompressedSensing(ImageLinearOperator):
     def _phi(self, dtype) -> Tensor:
         return self.matrix.to(dtype).unsqueeze(1)        # (B or 1, 1, m, n) broadcasts over channels
 
+    def gram_factors(self, dtype) -> tuple[Tensor, Tensor]:
+        """(λ, U) of ΦΦᵀ = U diag(λ) Uᵀ, shapes (B or 1, m) and (B or 1, m, m), in `dtype`: computed in
+        float64 from the matrix as stored, then cast, once per (dtype, device, stored dtype)."""
+        key = (dtype, str(self.matrix.device), self.matrix.dtype)
+        if key not in self._factors:
+            phi = self.matrix.double()
+            lam, vecs = torch.linalg.eigh(phi @ phi.transpose(-1, -2))
+            self._factors[key] = (lam.to(dtype), vecs.to(dtype))
+        return self._factors[key]
+
     def _gram_apply(self, v: Tensor, spectrum: Tensor) -> Tensor:
         """U diag(spectrum) Uᵀ applied to measurement blocks v (…, m); spectrum (B or 1, m)."""
-        u = self.gram_eigvecs.to(v.dtype).unsqueeze(1)
+        u = self.gram_factors(v.dtype)[1].unsqueeze(1)
         coeff = torch.einsum("bcnm,bcmk->bcnk", v, u) * spectrum.unsqueeze(1).unsqueeze(1)
         return torch.einsum("bcnk,bcmk->bcnm", coeff, u)
 
@@ -100,12 +111,18 @@ class CompressedSensing(ImageLinearOperator):
         self.check_measurement(y)
         rho_t = as_rho(rho, z)
         r = self._blocks_adjoint(y) + rho_t * self._to_blocks(z)                # Aᵀy + ρz, blockwise
-        lam = self.gram_eigvals.to(z.dtype)
+        lam = self.gram_factors(z.dtype)[0]
         inner = self._gram_apply(self(self._from_blocks(r)), 1.0 / (lam + rho_t.flatten(1)))
         return self._from_blocks((r - self._blocks_adjoint(inner)) / rho_t)
 
     def pinv(self, y: Tensor, iters: int = 100, eps: float = 1e-4) -> Tensor:
-        """Φᵀ(ΦΦᵀ + eps·I)⁻¹ y (the CG fallback's solution; exact min-norm as eps → 0)."""
+        """Φᵀ(ΦΦᵀ + eps·I)⁻¹ y (the CG fallback's solution); eps = 0: the min-norm solution Φ⁺y, with
+        eigenvalues of ΦΦᵀ below rounding (a rank-deficient Φ) treated as zero."""
         self.check_measurement(y)
-        lam = self.gram_eigvals.to(y.dtype)
-        return self._from_blocks(self._blocks_adjoint(self._gram_apply(y, 1.0 / (lam + eps))))
+        lam = self.gram_factors(y.dtype)[0]
+        if eps > 0:
+            inv = 1.0 / (lam + eps)
+        else:
+            cut = lam.amax(-1, keepdim=True) * lam.shape[-1] * torch.finfo(lam.dtype).eps
+            inv = torch.where(lam > cut, 1.0 / lam.clamp_min(torch.finfo(lam.dtype).tiny), torch.zeros_like(lam))
+        return self._from_blocks(self._blocks_adjoint(self._gram_apply(y, inv)))
