@@ -14,6 +14,7 @@ import math
 import shutil
 from pathlib import Path
 
+import diffusers  # a pinned dependency (requirements.txt): missing, the test fails rather than skips
 import numpy as np
 import pytest
 import torch
@@ -23,7 +24,6 @@ from invlab.errors import CheckpointError, ConfigError, ShapeError
 from invlab.priors.schedule import DDPMSchedule
 from invlab.utils.config import build
 
-diffusers = pytest.importorskip("diffusers")
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,6 +182,19 @@ def numpy_alphas_cumprod(kind: str, b0: float, b1: float, T: int) -> torch.Tenso
     return torch.from_numpy(np.cumprod(1 - betas))
 
 
+def test_learned_time_embedding_takes_integer_timesteps(tmp_path, saved):
+    random_unet(C, time_embedding_type="learned", num_train_timesteps=1000).save_pretrained(tmp_path)
+    shutil.copy(saved["eps"] / "scheduler_config.json", tmp_path)
+    x = torch.rand(1, C, SIZE, SIZE, generator=torch.Generator().manual_seed(6))
+    with pytest.raises(ConfigError, match="t_mode=nearest"):
+        load_prior(tmp_path).denoise(x, 0.1)
+    prior = load_prior(tmp_path, t_mode="nearest")
+    unet, _ = reference(tmp_path, "eps")
+    x_t, t = 2 * x - 1, int(prior.t_of_sigma(0.1))
+    with torch.no_grad():
+        assert err(prior.eps(x_t, float(t)), unet(x_t, t).sample) <= TOL
+
+
 @pytest.mark.parametrize("kind", ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"])
 def test_schedule_kinds_in_float64(kind):
     T, b0, b1 = 1000, 0.00085, 0.012
@@ -210,7 +223,8 @@ def test_bin_weights_and_fp16_variant_load(tmp_path, saved):
     net = random_unet(C)
     bin_dir, fp16_dir = tmp_path / "bin", tmp_path / "fp16"
     net.save_pretrained(bin_dir, safe_serialization=False)
-    net.half().save_pretrained(fp16_dir, variant="fp16")
+    net.save_pretrained(tmp_path / "sharded", max_shard_size="300KB")
+    net.half().save_pretrained(fp16_dir, variant="fp16")  # (in place: net is fp16 from here)
     for d in (bin_dir, fp16_dir):
         shutil.copy(saved["eps"] / "scheduler_config.json", d)
     assert (bin_dir / "diffusion_pytorch_model.bin").is_file()
@@ -219,6 +233,10 @@ def test_bin_weights_and_fp16_variant_load(tmp_path, saved):
     assert err(load_prior(bin_dir).eps(x_t, t), expected) <= TOL  # same weights, read by torch.load(weights_only)
     with pytest.raises(CheckpointError, match="variant fp16"):
         load_prior(saved["eps"], variant="fp16")
+    sharded = tmp_path / "sharded"
+    shutil.copy(saved["eps"] / "scheduler_config.json", sharded)
+    assert len(list(sharded.glob("*.safetensors"))) > 1 and (sharded / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    assert err(load_prior(sharded).eps(x_t, t), expected) <= TOL
     half = load_prior(fp16_dir, variant="fp16")
     assert next(half.net.parameters()).dtype == torch.float32
     assert float((half.eps(x_t, t) - expected).abs().max()) < 0.05  # fp16-rounded weights, same network
@@ -264,8 +282,44 @@ def test_errors_are_one_sentence(tmp_path, saved):
     (no_sched / "config.json").write_text(json.dumps({**cfg, "block_out_channels": [16, 48]}))
     with pytest.raises(CheckpointError, match="does not match the declared architecture.*wrong-shape"):
         load_prior(no_sched)
+    (no_sched / "config.json").write_text(json.dumps({**cfg, "_class_name": "UNet2DConditionModel"}))
+    with pytest.raises(ConfigError, match="UNet2DConditionModel"):
+        load_prior(no_sched)
+    for over, what in ((dict(num_class_embeds=4), "class-conditional"), (dict(time_embedding_type="fourier"), "Fourier")):
+        d = tmp_path / what
+        random_unet(C, **over).save_pretrained(d)
+        shutil.copy(saved["eps"] / "scheduler_config.json", d)
+        with pytest.raises(ConfigError, match=what):
+            load_prior(d)
     prior = load_prior(saved["eps"])
     with pytest.raises(ShapeError, match="divisible by 2"):
         prior.denoise(torch.rand(1, C, 15, 16), 0.1)
     with pytest.raises(ShapeError, match="3-channel"):
         prior.denoise(torch.rand(1, 1, 16, 16), 0.1)
+
+
+@pytest.mark.slow
+def test_run_py_as_typed(tmp_path, saved):
+    """The README command, as a user types it (a subprocess): DPS on a colour image folder through prior=diffusers."""
+    import csv
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from helpers_engine import cli_env
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(images / f"{i}.png")
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "run.py"), "solver=dps", "task=deblur", "prior=diffusers",
+           f"prior.path={saved['v_learned']}", "data=folder", f"data.path={images}", "data.grayscale=false",
+           "data.size=32", "solver.steps=3", "logger=none", f"hydra.run.dir={run_dir}"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["ok", "ok"] and {r["nfe"] for r in rows} == {"3"}
