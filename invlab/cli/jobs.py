@@ -50,6 +50,26 @@ def run_job(work: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     return result
 
 
+def follow_run_dir(argv: list[str] | None = None) -> list[str]:
+    """`run_dir=X` (single runs): Hydra's own files (`.hydra/`, `<job>.log`) go to X as well, not to a new
+    dated folder under outputs/, by adding `hydra.run.dir=X` to the command line (an explicit
+    `hydra.run.dir=` wins; a sweep's jobs keep their own folders). `run_dir` defaults to Hydra's output dir,
+    so the config alone cannot say "follow it". Rerunning into an X that already holds files keeps its
+    first `.hydra/` (hydra.output_subdir=null); the log is appended to. Edits sys.argv when argv is None."""
+    args = sys.argv if argv is None else argv
+    rest = args[1:]
+    if any(a in ("-m", "--multirun") for a in rest) or any(a.startswith("hydra.run.dir=") for a in rest):
+        return args
+    given = [a.split("=", 1)[1] for a in rest if a.startswith("run_dir=")]
+    if not given:
+        return args
+    args.append(f"hydra.run.dir={given[-1]}")
+    target = Path(given[-1].strip("'\"")).expanduser()
+    if target.is_dir() and any(target.iterdir()) and not any(a.startswith("hydra.output_subdir=") for a in rest):
+        args.append("hydra.output_subdir=null")
+    return args
+
+
 def finish() -> None:
     """After the Hydra entry returns: exit 1, listing them, if any job of a sweep failed."""
     if FAILED_JOBS:

@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from invlab.cli.jobs import finish, run_job
+from invlab.cli.jobs import finish, follow_run_dir, run_job
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # repo root = parent of invlab/
 log = logging.getLogger("invlab")
@@ -99,6 +99,7 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    follow_run_dir()  # run_dir=X: Hydra's .hydra/ and log go to X too
     _hydra_entry()
     finish()
 
