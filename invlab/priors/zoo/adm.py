@@ -94,7 +94,7 @@ def build_adm(preset: str | None = "ffhq", arch: Mapping | None = None) -> ADMUN
 
 def load_adm(checkpoint, preset: str | None = "ffhq", arch: Mapping | None = None, mmap: bool = True) -> ADMUNet:
     """An ADMUNet with the file's weights, strictly (one sentence naming the first mismatching keys)."""
-    path = checkpoint_file(checkpoint, "ADM")
+    path = checkpoint_file(checkpoint, "ADM", reads="guided-diffusion UNet state dicts")
     kwargs = create_model_kwargs(preset, arch)
     with torch.device("meta"):  # no random init: the file's (memory-mapped) tensors become the parameters
         net = ADMUNet(**parse_create_model(**kwargs))
@@ -105,7 +105,7 @@ def load_adm(checkpoint, preset: str | None = "ffhq", arch: Mapping | None = Non
 
 def adm_prior(checkpoint: str | None = None, preset: str | None = "ffhq", arch: Mapping | None = None,
               device: str | None = None, t_mode: str = "continuous", beta_start: float = 1e-4,
-              beta_end: float = 0.02, num_steps: int = 1000) -> DiffusionPrior:
+              beta_end: float = 0.02, num_steps: int = 1000, **speed) -> DiffusionPrior:
     """The Hydra target of conf/prior/adm*.yaml: a DiffusionPrior over a published ADM checkpoint."""
     unet = load_adm(checkpoint, preset, arch)
     kwargs = create_model_kwargs(preset, arch)
@@ -114,7 +114,8 @@ def adm_prior(checkpoint: str | None = None, preset: str | None = "ffhq", arch: 
                           "do not pass; use an unconditional checkpoint.")
     size = int(kwargs["image_size"])
     prior = DiffusionPrior(net=ADMEps(unet), schedule=DDPMSchedule(beta_start, beta_end, num_steps),
-                           channels=unet.in_channels, image_size=(size, size), device=device, t_mode=t_mode)
+                           channels=unet.in_channels, image_size=(size, size), device=device, t_mode=t_mode,
+                           **speed)  # prior.compile / compile_mode / precision / channels_last (priors/speed.py)
     prior.checkpoint = str(checkpoint)
     prior.card = {"kind": "diffusion", "family": "adm", "preset": preset, "create_model_kwargs": kwargs,
                   "provenance": PROVENANCE.get(preset or "", "user configuration"), "image_size": [size, size],

@@ -26,14 +26,28 @@ WRAPPER_KEYS = ("state_dict", "params_ema", "params", "ema", "model", "net")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 
-def checkpoint_file(path: str | os.PathLike | None, family: str) -> Path:
-    """The checkpoint path as a Path, or one sentence saying what to pass."""
+def checkpoint_file(path: str | os.PathLike | None, family: str, reads: str = "published files") -> Path:
+    """The checkpoint path as a Path, or one sentence saying what to pass. invlab's own `.safetensors`
+    checkpoints (written by train.py, with their architecture in the metadata) are pointed to their loader."""
     if path is None or str(path) in ("", "???", "None"):
         raise CheckpointError(f"the {family} prior needs a checkpoint file: pass prior.checkpoint=/path/to/file.")
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise CheckpointError(f"{family} checkpoint {str(p)!r} not found (prior.checkpoint must be an existing file).")
+    if p.suffix == ".safetensors" and is_invlab_checkpoint(p):
+        raise CheckpointError(f"{p} is an invlab checkpoint written by train.py; load it with prior=learned (or its "
+                              f"own prior config) prior.checkpoint={p} (prior={family} reads {reads}).")
     return p
+
+
+def is_invlab_checkpoint(path: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "arch" in (f.metadata() or {})
+    except Exception:  # unreadable: read_state_dict says so in its own sentence
+        return False
 
 
 def read_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, Tensor]:

@@ -171,10 +171,7 @@ def load_net(family: str, checkpoint, preset: str | None = None,
     """(net in eval mode, preset name or None, arch) for a KAIR/DPIR or deepinv file of `family`."""
     if layout not in LAYOUTS:
         raise ConfigError(f"prior.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}.")
-    path = checkpoint_file(checkpoint, family)
-    if path.suffix == ".safetensors" and _is_invlab_checkpoint(path):
-        raise CheckpointError(f"{path} is an invlab checkpoint written by train.py; load it with "
-                              f"prior=learned prior.checkpoint={path} (prior={family} reads KAIR/DPIR/deepinv files).")
+    path = checkpoint_file(checkpoint, family, reads="KAIR/DPIR/deepinv files")
     state = read_state_dict(path)
     name = resolve_preset(family, preset, path)
     arch = dict(PRESETS[name].arch) if name else infer_arch(family, layout, state, path)
@@ -196,16 +193,6 @@ def load_net(family: str, checkpoint, preset: str | None = None,
     return net, name, arch
 
 
-def _is_invlab_checkpoint(path: Path) -> bool:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return "arch" in (f.metadata() or {})
-    except Exception:  # unreadable: read_state_dict says so in its own sentence
-        return False
-
-
 # ---------------------------------------------------------------------------------------------- priors
 class KairDenoiser(Prior):
     """A KAIR/DPIR (or deepinv) denoiser file as a prior: `denoise(x, σ)` with x and σ in [0, 1] units."""
@@ -214,7 +201,7 @@ class KairDenoiser(Prior):
     differentiable = True
 
     def __init__(self, checkpoint: str, preset: str | None = None, layout: str = "kair",
-                 device: str | None = None):
+                 device: str | None = None, **speed):
         super().__init__()
         net, self.preset, self.arch = load_net(self.family, checkpoint, preset, layout)
         net.requires_grad_(False)
@@ -226,6 +213,7 @@ class KairDenoiser(Prior):
         spec = PRESETS.get(self.preset or "")
         self.provenance = f"{spec.reference} from {spec.source}" if spec else "architecture inferred from the file"
         self.card: dict[str, Any] = {"preset": self.preset, "layout": layout, "provenance": self.provenance}
+        self.configure_speed(**speed)  # prior.compile / compile_mode / precision / channels_last (priors/speed.py)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -242,8 +230,8 @@ class DRUNetPrior(KairDenoiser):
     family = "drunet"
 
     def __init__(self, checkpoint: str, preset: str | None = None, layout: str = "kair",
-                 device: str | None = None):
-        super().__init__(checkpoint, preset, layout, device)
+                 device: str | None = None, **speed):
+        super().__init__(checkpoint, preset, layout, device, **speed)
         spec = PRESETS.get(self.preset or "")
         if spec and spec.sigma_range_255:
             self.card["sigma_range"] = [s / 255 for s in spec.sigma_range_255]  # read by ood.py's range check
@@ -255,7 +243,7 @@ class DRUNetPrior(KairDenoiser):
             self._warned = True
             log.warning("%s was trained for σ ≤ %g/255 but is called at σ = %.4g/255: it extrapolates there.",
                         self.describe(), hi * 255, float(sigma.max()) * 255)
-        return self.net(x, sigma)
+        return self.net_call(x, sigma)
 
 
 class DnCNNPrior(KairDenoiser):
@@ -266,8 +254,9 @@ class DnCNNPrior(KairDenoiser):
     TOLERANCE_255 = 0.5  # half a grey level: σ values computed in float arithmetic still match
 
     def __init__(self, checkpoint: str, preset: str | None = None, layout: str = "kair",
-                 device: str | None = None, trained_sigma_255: float | None = None, sigma_check: str = "warn"):
-        super().__init__(checkpoint, preset, layout, device)
+                 device: str | None = None, trained_sigma_255: float | None = None, sigma_check: str = "warn",
+                 **speed):
+        super().__init__(checkpoint, preset, layout, device, **speed)
         if sigma_check not in ("warn", "error", "off"):
             raise ConfigError(f"prior.sigma_check must be warn, error or off, got {sigma_check!r}.")
         spec = PRESETS.get(self.preset or "")
@@ -291,4 +280,4 @@ class DnCNNPrior(KairDenoiser):
                 self._warned = True
                 log.warning("%s: its output is the σ = %g/255 denoiser's (prior.sigma_check=off silences this).",
                             msg, s0)
-        return self.net(x)
+        return self.net_call(x)
