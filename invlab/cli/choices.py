@@ -41,3 +41,14 @@ def check_experiment() -> None:
     near = [o for o in options if o.rsplit("/", 1)[-1] == stem]
     hint = f"; did you mean {GROUP}={near[0]}?" if near else "."
     raise ConfigError(f"{GROUP}={choice} matches no config in conf/{GROUP}/ (choices: {', '.join(options)}){hint}")
+
+
+def plus_experiment(argv: list[str] | None = None) -> list[str]:
+    """`+experiment=<name>` (Hydra's "append a default", what most Hydra templates document) means
+    `experiment=<name>` here: the defaults lists already hold an optional experiment slot, so Hydra itself
+    would refuse the `+` with "Multiple values for experiment". Edits sys.argv when argv is None."""
+    import sys
+
+    args = sys.argv if argv is None else argv
+    args[1:] = [a[1:] if a.startswith(f"+{GROUP}=") else a for a in args[1:]]
+    return args
