@@ -60,6 +60,10 @@ def preflight(dataset, task, prior, solver, seed: int) -> None:
         solver.check_prior(prior, xb)
     elif prior is not None and hasattr(prior, "check_input"):
         prior.check_input(xb)
+    if prior is not None:  # the image size and value range it was trained for (priors/fit.py)
+        from invlab.priors.fit import check_image_fit
+
+        check_image_fit(prior, xb)
     A, _ = task.measure(xb, [int(item["index"])], seed=seed)
     for need in getattr(solver, "needs", ()):
         if need == "adjoint" and not getattr(A, "is_linear", True):

@@ -125,13 +125,34 @@ def center_square(img: np.ndarray) -> np.ndarray:
 
 
 def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Anti-aliased resize of a 2-D or (H, W, C) array to `size` (an int means square)."""
+    """Anti-aliased resize of a 2-D or (H, W, C) array to `size` (an int means square); every resize is
+    logged (once per source size → size pair in a process; a warning beyond RESIZE_WARN× either way)."""
     from skimage.transform import resize as sk_resize
 
     hw = (size, size) if isinstance(size, int) else tuple(size)
     if img.shape[:2] == hw:
         return img.astype(np.float32)
+    log_resize(tuple(img.shape[:2]), hw)
     return sk_resize(img, hw + img.shape[2:], anti_aliasing=True, order=1).astype(np.float32)
+
+
+RESIZE_WARN = 4.0
+_LOGGED_RESIZES: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+
+
+def log_resize(src: tuple[int, ...], dst: tuple[int, ...]) -> None:
+    """Say that images of size `src` are being resized to `dst` (a tiny image upscaled 51× is no longer silent)."""
+    import logging
+
+    key = (tuple(int(s) for s in src), tuple(int(s) for s in dst))
+    if key in _LOGGED_RESIZES:
+        return
+    _LOGGED_RESIZES.add(key)
+    factor = max(key[1][0] / key[0][0], key[1][1] / key[0][1])
+    far = factor > RESIZE_WARN or factor < 1 / RESIZE_WARN
+    logging.getLogger("invlab").log(
+        logging.WARNING if far else logging.INFO, "data: resizing %d×%d images to %d×%d (×%.3g)%s",
+        *key[0], *key[1], factor, "; far from their own size (set data.size to change it)" if far else "")
 
 
 def mnist_file() -> str:
