@@ -35,30 +35,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanMetric
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from invlab.engine.consistency import check_rows, is_suspect
+from invlab.engine.metrics import image_scores   # the PSNR/SSIM convention (documented there)
 from invlab.engine.stopping import check_stop
 from invlab.engine.store import SampleStore
 from invlab.utils import images
 
 METRIC_KEYS = ("psnr", "ssim", "psnr_input", "ssim_input")
 ALIGNED_KEYS = ("psnr_aligned", "ssim_aligned")   # operators with trivial ambiguities (`A.align`)
-
-
-def ssim_kernel_size(height: int, width: int) -> int:
-    """torchmetrics' default 11×11 window, shrunk (odd) for images smaller than it (8×8 digits)."""
-    k = min(11, height, width)
-    return max(3, k if k % 2 else k - 1)
-
-
-def image_scores(est: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-image PSNR and SSIM, (B,) each, of `est` clamped to [0, 1] against `truth` (data range 1)."""
-    e = est.clamp(0, 1)
-    psnr = peak_signal_noise_ratio(e, truth, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    ssim = structural_similarity_index_measure(e, truth, data_range=1.0, reduction="none",
-                                               kernel_size=ssim_kernel_size(*truth.shape[-2:]))
-    return psnr.reshape(-1), ssim.reshape(-1)
 
 
 class _Shard(Dataset):

@@ -84,7 +84,7 @@ def write_grid(store: SampleStore, indices: list[int], path: Path, grid_max: int
 
 
 def format_summary(summary: dict) -> str:
-    """A few console lines: what ran, how many samples by status, and mean ± std of each metric."""
+    """A few console lines: what ran, how many samples by status, and mean ± population std of each metric."""
     def fmt(key: str, digits: int) -> str:
         m = summary["metrics"][key]
         return "n/a" if m["mean"] is None else f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}"
