@@ -57,12 +57,14 @@ class DenoisingError(Detector):
 class _JacobianProbe(Detector):
     """Shared: `probes` Rademacher vectors z per (image, draw) at x + σn, and J z by central differences."""
 
-    def __init__(self, sigmas: Sequence[float], probes: int = 8, reps: int = 2, fd_step: float = 0.05,
+    def __init__(self, sigmas: Sequence[float], probes: int = 8, reps: int = 2, fd_step: float | None = None,
                  standardize: bool = True, seed: int = 0, chunk: int | None = 512):
         super().__init__(sigmas, reps, standardize, seed, chunk)
         if int(probes) < 1:
             raise ConfigError(f"detector.probes must be at least 1, got {probes}.")
-        self.probes, self.fd_step = int(probes), float(fd_step)
+        self.probes, self.fd_step = int(probes), None if fd_step is None else float(fd_step)  # ε/σ; None: auto
+        if self.fd_step is not None and not self.fd_step > 0:
+            raise ConfigError(f"detector.fd_step (ε/σ) must be positive or null (automatic), got {fd_step}.")
 
     def probe(self, prior, x, sigma_index, keys) -> tuple[Tensor, Tensor, float]:
         """(Z, JZ, σ): Z (B·reps, d, probes) Rademacher, JZ its Jacobian products at x + σn."""

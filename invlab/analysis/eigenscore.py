@@ -29,7 +29,7 @@ class EigenScore(Detector):
     name = "eigenscore"
 
     def __init__(self, sigmas: Sequence[float], k: int = 3, reps: int = 4, max_iters: int = 30, tol: float = 1e-3,
-                 patience: int = 2, fd_step: float = 0.05, oversample: int = 2, aggregate: str = "sum",
+                 patience: int = 2, fd_step: float | None = None, oversample: int = 2, aggregate: str = "sum",
                  reduce: str = "mean", drop_unconverged: bool = True, standardize: bool = True, seed: int = 0,
                  chunk: int | None = 512):
         super().__init__(sigmas, reps, standardize, seed, chunk)
@@ -40,7 +40,10 @@ class EigenScore(Detector):
             raise ConfigError(f"detector.k (eigenvalues per noise level) must be ≥ 1 and detector.oversample ≥ 0; "
                               f"got {k}, {oversample}.")
         self.k, self.max_iters, self.tol, self.patience = int(k), int(max_iters), float(tol), int(patience)
-        self.fd_step, self.oversample, self.aggregate, self.reduce = float(fd_step), int(oversample), aggregate, reduce
+        self.fd_step = None if fd_step is None else float(fd_step)   # ε/σ; None: ∛u of the images' dtype
+        if self.fd_step is not None and not self.fd_step > 0:
+            raise ConfigError(f"detector.fd_step (ε/σ) must be positive or null (automatic), got {fd_step}.")
+        self.oversample, self.aggregate, self.reduce = int(oversample), aggregate, reduce
         self.drop_unconverged = bool(drop_unconverged)
         self.per_sigma = ("eigsum",) if aggregate == "sum" else tuple(f"lambda{j + 1}" for j in range(self.k))
 
@@ -85,5 +88,5 @@ class EigenScore(Detector):
 
     def describe(self) -> str:
         return (f"EigenScore(sigmas={self.sigmas}, k={self.k}, reps={self.reps}, max_iters={self.max_iters}, "
-                f"tol={self.tol:g}, oversample={self.oversample}, fd_step={self.fd_step:g}, "
+                f"tol={self.tol:g}, oversample={self.oversample}, fd_step={self.fd_step or 'auto'}, "
                 f"aggregate={self.aggregate}, reduce={self.reduce})")
