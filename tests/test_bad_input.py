@@ -82,14 +82,24 @@ def test_folder_counts_are_whole_numbers(tmp_path, key, value):
         folder(str(tmp_path), **{key: value})
 
 
-@pytest.mark.parametrize("override", ["data.size=0", "data.limit=1.5", "data.limit=0"])
-def test_bundled_dataset_counts_are_whole_numbers(override):
+def sized_datasets():
+    """Every conf/data option with a `size` and with a `limit` (folder aside: it needs a path; options that
+    extend another, such as mnist_test8, are that other one)."""
+    from omegaconf import OmegaConf
+
+    nodes = {p.stem: OmegaConf.load(p) for p in sorted((REPO / "conf" / "data").glob("*.yaml")) if p.stem != "folder"}
+    nodes = {name: node for name, node in nodes.items() if "defaults" not in node}
+    return [(name, key) for name, node in nodes.items() for key in ("size", "limit") if key in node]
+
+
+@pytest.mark.parametrize("name,key", sized_datasets())
+@pytest.mark.parametrize("value", [0, 1.5])
+def test_bundled_dataset_counts_are_whole_numbers(name, key, value):
     from invlab.errors import ConfigError
     from invlab.utils.config import build, load_option
 
-    key = override.split("=")[0]
-    with pytest.raises(ConfigError, match=f"{key} must be a whole number"):
-        build(load_option("data", "digits", [override.removeprefix("data.")]))
+    with pytest.raises(ConfigError, match=f"data.{key} must be a whole number"):
+        build(load_option("data", name, [f"{key}={value}"]))
 
 
 # ---- 9(e): iteration counts of every solver -----------------------------------------------------------

@@ -71,6 +71,7 @@ def gray_val(size: int = 256, limit: int | None = None) -> ImageDataset:
 def color_test(size: int = 256, limit: int | None = None) -> ImageDataset:
     """astronaut, chelsea, coffee, rocket in colour (3, size, size), centre-cropped square: the colour test
     set (never trained on)."""
+    size = whole_number(size, "data.size", minimum=1)
     imgs = [sources.resize(sources.center_square(sources.color_image(n)), size) for n in sources.COLOR_TEST]
     return ImageDataset(np.stack(imgs), limit)
 
@@ -78,6 +79,7 @@ def color_test(size: int = 256, limit: int | None = None) -> ImageDataset:
 def color_val(size: int = 256, limit: int | None = None) -> ImageDataset:
     """Four colour training images (stereo_motorcycle, scikit-learn's china and flower,
     immunohistochemistry) in colour, for tuning solvers so that color_test is only used to report."""
+    size = whole_number(size, "data.size", minimum=1)
     imgs = [sources.resize(sources.center_square(sources.color_image(n)), size) for n in sources.COLOR_VAL]
     return ImageDataset(np.stack(imgs), limit)
 
@@ -117,6 +119,8 @@ def digits(size: int = 28, limit: int | None = None) -> ImageDataset:
 def lfw(kind: str = "faces", size: int = 25, limit: int | None = None, start: int = 0) -> ImageDataset:
     """scikit-image's LFW subset (faces, nonfaces or all), 25×25 natively; images start, start+1, ..."""
     size, start = whole_number(size, "data.size", minimum=1), whole_number(start, "data.start", minimum=0)
+    if kind not in ("faces", "nonfaces", "all"):
+        raise ConfigError(f"data.kind must be faces, nonfaces or all, got {kind!r}.")
     images = sources.lfw(kind)
     if not 0 <= int(start) < len(images):
         raise ConfigError(f"data.start={start} is outside the {len(images)} LFW {kind} images.")

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from invlab.errors import ConfigError
 from invlab.ops.kernels import motion_kernel
+from invlab.utils.config import whole_number
 
 
 def peak_normalize(kernel: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
@@ -63,16 +64,15 @@ class KernelSet(Dataset):
     def __init__(self, size: int = 25, length: int = 6400, seed: int = 0, gaussian_fraction: float = 0.5,
                  std_range: tuple[float, float] = (0.5, 4.0), intensity_range: tuple[float, float] = (0.0, 1.0),
                  limit: int | None = None):
-        if size < 3:
-            raise ConfigError(f"data.size (the kernel size) must be at least 3, got {size}.")
+        size = whole_number(size, "data.size", minimum=3)  # the kernel size
+        length, seed = whole_number(length, "data.length", minimum=1), whole_number(seed, "data.seed", minimum=0)
+        limit = whole_number(limit, "data.limit", minimum=1, allow_none=True)
         if not 0.0 <= gaussian_fraction <= 1.0:
             raise ConfigError(f"data.gaussian_fraction must lie in [0, 1], got {gaussian_fraction}.")
         if not 0 < std_range[0] <= std_range[1]:
             raise ConfigError(f"data.std_range must be 0 < lo <= hi, got {list(std_range)}.")
         if not 0.0 <= intensity_range[0] <= intensity_range[1] <= 1.0:
             raise ConfigError(f"data.intensity_range must satisfy 0 <= lo <= hi <= 1, got {list(intensity_range)}.")
-        if limit is not None and int(limit) < 1:
-            raise ConfigError(f"data.limit must be a positive number of samples, got {limit}.")
         self.size, self.seed, self.gaussian_fraction = int(size), int(seed), float(gaussian_fraction)
         self.std_range = (float(std_range[0]), float(std_range[1]))
         self.intensity_range = (float(intensity_range[0]), float(intensity_range[1]))
