@@ -128,7 +128,8 @@ def load_unet(unet_dir: Path, variant: str | None = None) -> nn.Module:
         state.update(read_state_dict(f))
     with torch.device("meta"):  # no random init: every tensor comes from the file (assign=True)
         net = UNet2DModel.from_config(config)
-    state = net._fix_state_dict_keys_on_load(dict(state))  # diffusers' own renaming of pre-0.14 attention keys
+    fix = getattr(net, "_fix_state_dict_keys_on_load", None)  # diffusers' own renaming of pre-0.14 attention keys
+    state = fix(dict(state)) if fix is not None else state
     where = files[0] if len(files) == 1 else unet_dir
     load_strict(net, state, where, f"UNet2DModel({unet_dir / 'config.json'})")
     left = [k for k, v in [*net.named_parameters(), *net.named_buffers()] if v.is_meta]
@@ -187,7 +188,7 @@ class DiffusersPrior(DiffusionPrior):
     diffusion_pytorch_model.fp16.safetensors (loaded as float32)."""
 
     def __init__(self, path: str | None = None, device: str | None = None, t_mode: str = "continuous",
-                 variant: str | None = None):
+                 variant: str | None = None, **speed):
         unet_dir, sched_file = locate(path)
         sched_cfg = _read_json(sched_file)
         schedule, prediction = schedule_from_config(sched_cfg, sched_file)
@@ -196,7 +197,7 @@ class DiffusersPrior(DiffusionPrior):
         size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
         eps = DiffusersEps(unet, schedule, prediction)
         super().__init__(device=device, t_mode=t_mode, net=eps, schedule=schedule, channels=eps.in_channels,
-                         image_size=size)
+                         image_size=size, **speed)
         self.path = str(path)
         sampler_keys = ("clip_sample", "clip_sample_range", "thresholding", "timestep_spacing", "steps_offset",
                         "set_alpha_to_one", "variance_type")
@@ -218,7 +219,7 @@ class DiffusersPrior(DiffusionPrior):
         t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device)
         t = t.expand(x_t.shape[0]) if t.dim() == 0 else t.reshape(x_t.shape[0])
         with self.stats.call(x_t):
-            return self.net.x0(x_t, t)
+            return self.net_call(x_t, t, method="x0")
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Tweedie as DiffusionPrior's x − (σ_m²/σ_t)/2 · ε̂, rewritten with ε̂ = (z − ẑ0)/σ_t as
@@ -229,7 +230,7 @@ class DiffusersPrior(DiffusionPrior):
         t = self.schedule.t_from_sigma(sigma_m, self.t_mode)
         sigma_t = self.schedule.sigma(t)
         ab = (1.0 / (1.0 + sigma_t**2)).to(x.dtype).view(-1, 1, 1, 1)
-        x0 = from_model(self.net.x0(ab.sqrt() * to_model(x), t))
+        x0 = from_model(self.net_call(ab.sqrt() * to_model(x), t, method="x0"))
         one_minus_r2 = (1.0 - (sigma_m / sigma_t) ** 2).to(x.dtype).view(-1, 1, 1, 1)
         return x0 + one_minus_r2 * (x - x0)
 
