@@ -71,7 +71,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
         return path.with_name(path.name + ".safetensors")
     stem = Path(name).name.removesuffix(".safetensors")
     if (CONF_DIR / "experiment" / "train" / f"{stem}.yaml").is_file():
-        how = f"train it with `python train.py experiment=train/{stem}`"
+        how = (f"train it with `python train.py experiment=train/{stem} export_to_package=true` (without the flag "
+               f"the weights go to the run directory: prior.checkpoint=<run_dir>/{stem}.safetensors)")
     else:
         how = "give the path of a .safetensors file written by `python train.py` (prior.checkpoint=/path)"
     looked = f"{shipped} or {path.resolve()}" if "/" not in name and os.sep not in name else str(path.resolve())
