@@ -131,6 +131,19 @@ def test_solver_iteration_counts_are_whole_and_positive(name, key, value):
         build(load_option("solver", name, [f"{key}={value}"]))
 
 
+def test_a_solver_declared_with_real_types_is_checked_too():
+    """Annotations that are classes (a module without `from __future__ import annotations`), not strings."""
+    from dataclasses import make_dataclass
+
+    from invlab.errors import ConfigError
+    from invlab.solvers.base import Solver
+
+    Plain = make_dataclass("Plain", [("iters", int, 5), ("rate", float, 0.1)], bases=(Solver,))
+    assert Plain(iters=3.0).iters == 3 and Plain(rate=0.5).rate == 0.5
+    with pytest.raises(ConfigError, match="solver.iters must be a whole number >= 1, got 'abc'"):
+        Plain(iters="abc")
+
+
 @pytest.mark.parametrize("name,key", [c for c in COUNTS if c[0] in ("pnp_admm", "pnp_hqs", "red")])
 def test_one_iteration_still_builds_and_an_integral_float_becomes_an_int(name, key):
     from invlab.utils.config import build, load_option

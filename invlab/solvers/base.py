@@ -68,7 +68,7 @@ class Solver:
         from invlab.utils.config import whole_number
 
         for f in fields(self):
-            kinds = {part.strip() for part in str(f.type).split("|")}
+            kinds = {"int"} if f.type is int else {part.strip() for part in str(f.type).split("|")}
             if "int" not in kinds or "float" in kinds:  # `float | int` fields (a fraction or a count) are free
                 continue
             value = whole_number(getattr(self, f.name), f"solver.{f.name}",
