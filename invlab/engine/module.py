@@ -203,18 +203,18 @@ class Reconstruction(L.LightningModule):
             for j, err in enumerate(parameter_error(est, getattr(A, name, None), x.shape[0])):
                 rows[j][f"{name}_error"] = err
         b = len(indices)
+        files = getattr(self.dataset, "sources", None)  # a folder's file per index: checked on resume
         for j, index in enumerate(indices):
             row = {"index": index, **rows[j], "nfe": int(res.nfe), "seconds": res.seconds / b,
                    "net_seconds": res.net_seconds / b, "batch_size": b}
+            if files is not None:
+                row["source"] = files[index]
             strip = images.grid([[images.to_uint8(x[j])],
                                  [measurement_image(None if baseline is None else baseline[j], y[j], x[j])],
                                  [images.to_uint8(xhat[j])]])
-        files = getattr(self.dataset, "sources", None)  # a folder's file per index: checked on resume
             tensors = None
             if self.save_tensors:
                 tensors = {"x": xhat[j].cpu(), "y": y[j].cpu(),
-            if files is not None:
-                row["source"] = files[index]
                            "baseline": None if baseline is None else baseline[j].cpu()}
             self.store.write(index, row, strip, tensors)
 
