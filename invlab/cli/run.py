@@ -103,6 +103,9 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from invlab.cli.choices import plus_experiment
+
+    plus_experiment()  # +experiment=X is experiment=X (the defaults list has the slot already)
     follow_run_dir()  # run_dir=X: Hydra's .hydra/ and log go to X too
     _hydra_entry()
     finish()
