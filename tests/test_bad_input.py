@@ -209,7 +209,7 @@ def test_valid_device_settings_pass(devices):
 
 def unwritable_run_dirs(tmp_path: Path) -> list[Path]:
     (tmp_path / "a_file").write_text("x")
-    dirs = [tmp_path / "a_file" / "run", Path("/proc") / "invlab_run"]
+    dirs = [tmp_path / "a_file" / "run", Path("/proc") / "invlab_run", Path("/sys") / "invlab_run"]  # /sys: not even root
     if os.geteuid() != 0:  # root writes into read-only folders, so that case needs an ordinary user
         ro = tmp_path / "read_only"
         ro.mkdir()
