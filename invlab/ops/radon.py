@@ -14,6 +14,11 @@ The adjoint (back-projection) is the exact transpose: it is the autograd vector�
 the bilinear sampling (`grid_sample`'s backward scatters with the same weights), so ⟨Ax, y⟩ = ⟨x, Aᵀy⟩
 to rounding. Prox and pseudo-inverse use the CG fallbacks; `baseline` is filtered back-projection.
 
+On CUDA (float32/float64, triton installed) projection and back-projection run on the matched Triton pair
+in `invlab/kernels/radon.py` (ray-driven gather forward, pixel-driven gather transpose: no atomic scatter);
+this torch code is their reference and the CPU path. `A.kernel = "torch" | "triton"` forces one
+(`"triton"` on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported: the tests).
+
 Minibatch data gradients (ODER, methods.md I): `stochastic_grad(x, y, size, generator)` estimates
 ∇½‖Ax − y‖² = Σ_θ A_θᵀ(A_θ x − y_θ) from a stratified random subset S of the angles. The n angles (in the
 order given, so sorted for `parallel_beam`) are cut into k contiguous strata of ⌊n/k⌋ or ⌈n/k⌉ angles, and
@@ -30,6 +35,7 @@ with coarser strata.) A stochastic gradient costs k/n of a full one: k projectio
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import torch
@@ -73,6 +79,8 @@ def minibatch_count(size: float | int, n: int) -> int:
 @register("radon")
 class Radon(ImageLinearOperator):
     """Parallel-beam projections of (B, C, N, N) images at `angles` (degrees, a buffer of shape (1, n))."""
+
+    kernel = "auto"   # "auto": Triton on CUDA, torch elsewhere; "torch" or "triton" forces one
 
     def __init__(self, in_shape: tuple[int, ...], angles: Tensor):
         super().__init__(in_shape)
@@ -121,8 +129,39 @@ class Radon(ImageLinearOperator):
             self._grids[key] = torch.cat(parts, dim=1).reshape(angles.numel(), n, n, 2)
         return self._grids[key]
 
+    def _use_triton(self, t: Tensor) -> bool:
+        if self.kernel == "torch":
+            return False
+        if self.kernel == "triton":
+            if t.dtype not in (torch.float32, torch.float64):
+                raise ConfigError(f"the Triton Radon kernels take float32 or float64 data, not {t.dtype}.")
+            if importlib.util.find_spec("triton") is None:
+                raise ConfigError("Radon.kernel='triton' needs the triton package (pip install -r requirements.txt).")
+            return True
+        if self.kernel != "auto":
+            raise ConfigError(f"Radon.kernel={self.kernel!r}: use 'auto', 'torch' or 'triton'.")
+        return (t.is_cuda and t.dtype in (torch.float32, torch.float64)
+                and importlib.util.find_spec("triton") is not None)
+
+    def _trig(self, t: Tensor, subset: Tensor | None) -> tuple[Tensor, Tensor]:
+        """cos θ and sin θ of every angle (or of `subset`), computed in float64, in t's dtype and device."""
+        theta = torch.deg2rad(self.angles[0].to(torch.float64))
+        if subset is not None:
+            theta = theta.index_select(0, subset.to(theta.device))
+        return theta.cos().to(dtype=t.dtype, device=t.device), theta.sin().to(dtype=t.dtype, device=t.device)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        if self._use_triton(y):
+            self.check_measurement(y)
+            from invlab.kernels.radon import backproject
+            return backproject(y, *self._trig(y, None))
+        return super().adjoint(y)
+
     def _project(self, x: Tensor, subset: Tensor | None = None) -> Tensor:
         """Projections of x at every angle, or at the angle indices `subset`: (B, C, n_angles or k, N)."""
+        if self._use_triton(x):
+            from invlab.kernels.radon import project
+            return project(x, *self._trig(x, subset))
         b, c, n, _ = x.shape
         grids = self._grids_for(x.dtype, x.device)
         if subset is not None:
