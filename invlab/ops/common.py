@@ -90,12 +90,12 @@ class ImageLinearOperator(_Checks, LinearOperator):
         self.check_measurement(y)
         return super().grad(x, y)
 
-    def prox_l2(self, z: Tensor, y: Tensor, rho: float | Tensor, iters: int = 100,
+    def prox_l2(self, z: Tensor, y: Tensor, rho: float | Tensor, iters: int | None = None,
                 lr: float | None = None) -> Tensor:
         self.check_input(z)
         self.check_measurement(y)
         return super().prox_l2(z, y, rho, iters=iters, lr=lr)
 
-    def pinv(self, y: Tensor, iters: int = 100, eps: float = 1e-4) -> Tensor:
+    def pinv(self, y: Tensor, iters: int | None = None, eps: float = 1e-4) -> Tensor:
         self.check_measurement(y)
         return super().pinv(y, iters=iters, eps=eps)

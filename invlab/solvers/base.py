@@ -8,7 +8,9 @@ A solver is a dataclass whose fields are its typed configuration (Hydra instanti
 `A` is the measured operator built by the Task (it carries its noise model: `A.sigma_y`). Solvers never
 see ground truth; `callback(k, x, info)` is called after every iteration with the iterate and a dict of
 per-iteration values (the engine uses it for PSNR curves against a reference it holds).
-Subclasses implement `solve(...) -> (x, trace)`; the base class times the call and counts NFE.
+Subclasses implement `solve(...) -> (x, trace)`; the base class times the call and counts NFE, and where
+the operator solved by conjugate gradients (a CG prox or pinv fallback) it reports each sample's worst
+final relative CG residual as the per-sample value `cg_residual` (a results.csv column).
 """
 from __future__ import annotations
 
@@ -89,9 +91,14 @@ class Solver:
                                   f"{tuple(y.shape[1:])} from {tuple(A.in_shape)} images.")
         if prior is not None:
             prior.stats.reset()
+        if callable(getattr(A, "reset_cg_record", None)):
+            A.reset_cg_record()   # the CG fallbacks' worst final residual in this solve -> cg_residual
         trace = Trace(callback)
         t0 = time.perf_counter()
         x = self.solve(y, A, prior, x_init=x_init, generator=generator, trace=trace)
+        cg = getattr(A, "cg_record", None)
+        if isinstance(cg, Tensor) and cg.shape == (x.shape[0],):
+            trace.per_sample.setdefault("cg_residual", cg)
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
         seconds = time.perf_counter() - t0
