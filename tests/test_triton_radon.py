@@ -8,10 +8,11 @@ Tests marked `gpu` compare the compiled kernels with the reference on CUDA.
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import subprocess
 import sys
-import time
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,6 +44,7 @@ def _interpreted_kernels():
 
 K = _interpreted_kernels()
 F32, F64 = torch.float32, torch.float64
+ROOT = Path(__file__).resolve().parents[1]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -142,6 +144,18 @@ def test_auto_picks_the_reference_on_cpu_and_bad_choices_are_one_sentence():
         A(x)
 
 
+def test_bench_script_reports_both_projectors(tmp_path):
+    """scripts/bench_radon.py in its own process (it sets TRITON_INTERPRET for itself on CPU)."""
+    out = tmp_path / "radon.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_radon.py"), "--device", "cpu", "--sizes", "8x4",
+                    "--repeats", "1", "--json", str(out)], check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["kernel"], r["op"]) for r in rows] == [("torch", "forward"), ("torch", "adjoint"),
+                                                      ("triton", "forward"), ("triton", "adjoint")]
+    assert all(r["max_rel_dev"] <= 1e-5 and r["median_s"] > 0 for r in rows[2:])
+
+
 @pytest.fixture
 def compiled_kernels():
     """The kernel module compiled for the GPU for one test, interpreted again afterwards."""
@@ -176,14 +190,3 @@ def test_cuda_kernels_equal_the_reference(n, n_angles, compiled_kernels):
     assert float((lhs - rhs).abs() / lhs.abs()) <= 1e-5
     subset, w = A.draw_angles(1 / 3, torch.Generator().manual_seed(1))
     assert rel(A.subset_grad(x, y, subset, w), ref.subset_grad(x, y, subset, w)) <= 1e-5
-    for name, op in (("triton", A), ("torch", ref)):                  # timing, printed for PERFORMANCE.md
-        for f, arg in (("forward", x), ("adjoint", y)):
-            fn = op if f == "forward" else op.adjoint
-            fn(arg)
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            for _ in range(10):
-                fn(arg)
-            torch.cuda.synchronize()
-            print(f"radon {n}² {n_angles} angles batch 4×3 {name} {f}: {(time.perf_counter() - t) / 10 * 1e3:.3f} ms",
-                  file=sys.stderr)
