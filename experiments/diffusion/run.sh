@@ -15,8 +15,8 @@ for task in $TASKS; do
   $RUN task=$task solver=pnp_admm prior=dncnn_mnist hydra.sweep.dir=$d/pnp_admm
   $RUN task=$task solver=diffpir solver.steps=100 hydra.sweep.dir=$d/diffpir
   $RUN task=$task solver=dps solver.steps=200 hydra.sweep.dir=$d/dps
-  $RUN task=$task solver=dpnp solver.denoiser_sampler=ddpm,ddim solver.k_start=2 solver.k=6 solver.dds_steps=25 \
-    solver.pcs_iters=200 hydra.sweep.dir=$d/dpnp
+  $RUN task=$task solver=dpnp solver.denoiser_sampler=ddpm,ddim solver.k_start=2 solver.k=6 solver.k_settle=2 \
+    solver.dds_steps=25 solver.pcs_iters=200 hydra.sweep.dir=$d/dpnp
   $RUN task=$task solver=pnp_dm solver.iters=40 solver.dds_steps=10 hydra.sweep.dir=$d/pnp_dm
   if [ "$task" = phase_retrieval ]; then
     $RUN task=$task solver=dolph solver.steps=200 hydra.sweep.dir=$d/dolph

@@ -11,7 +11,8 @@ OUT=${OUT:-multirun/diffusion_sweeps}
 ALL="quantized_pnp_admm quantized_diffpir quantized_dps quantized_dpnp quantized_pnp_dm inpaint_diffpir
      inpaint_dpnp_init pr_dpnp_init pnp_dm_reg diffpir_grad_step diffpir_linear dmplug_lr"
 RUN=".venv/bin/python run.py -m experiment=diffusion/table data.start=500 data.limit=10 batch_size=10 logger=csv"
-DPNP="solver=dpnp solver.denoiser_sampler=ddim solver.k_start=2 solver.k=6 solver.dds_steps=25 solver.pcs_iters=200"
+DPNP="solver=dpnp solver.denoiser_sampler=ddim solver.k_start=2 solver.k=6 solver.k_settle=2 solver.dds_steps=25
+      solver.pcs_iters=200"
 PNPDM="solver=pnp_dm solver.iters=40 solver.dds_steps=10"
 for s in ${*:-$ALL}; do
   d=$OUT/$s

@@ -3,9 +3,13 @@
 A Gibbs sampler on π(z, u) ∝ p(z) N(u; z, η²) exp(−L(y; u)) on the prior's [-1, 1] model scale, alternating
     1. proximal consistency sampler (PCS): u ~ exp(−L(y; u) − ‖u − z_k‖²/(2η_k²)),  likelihood only;
     2. denoising diffusion sampler (DDS):  z_{k+1} ~ p(z | z + η_k w = u),           prior only,
-with η_k annealed: η_max for k_start iterations, then geometric down to η_min over k more. At a fixed η
-the z-marginal is the posterior under the likelihood smoothed by η (for a linear Gaussian model: noise
-covariance σ_y²I + (η/2)²AAᵀ in image units); η → 0 gives p(x | y).
+with η_k annealed: η_max for k_start iterations, geometric down to η_min over k more, then k_settle
+iterations at η_min. At a fixed η the z-marginal is the posterior under the likelihood smoothed by η (for a
+linear Gaussian model: noise covariance σ_y²I + (η/2)²AAᵀ in image units); η → 0 gives p(x | y). The
+settle phase is what makes the returned sample a draw from the η_min target: the reference code's
+schedule (methods.md K) reaches η_min on its last iteration only, so the chain never runs at η_min and
+its final sample lags behind the target (on the exact Gaussian model of tests/test_diffusion_samplers.py,
+by many Monte-Carlo standard errors in the mean). k_settle = 0 is the reference code's schedule.
 
 L(y; u) = ‖y − A(x)‖²/(2σ²), x = (u + 1)/2 (the affine map applied explicitly, so A and σ = σ_y stay in
 [0, 1] image units; on the model scale that is σ_m = 2σ for linear A). σ is the task's σ_y unless
@@ -32,10 +36,11 @@ from invlab.solvers.diffusion_steps import data_residual, denoising_sampler, pro
 from invlab.solvers.dps import DPS
 
 
-def eta_schedule(eta_max: float, eta_min: float, k_start: int, k: int) -> list[float]:
-    """η_max for k_start iterations, then k values geometric from η_max to η_min (both ends included)."""
+def eta_schedule(eta_max: float, eta_min: float, k_start: int, k: int, k_settle: int = 0) -> list[float]:
+    """η_max for k_start iterations, then k values geometric from η_max to η_min (both ends included), then
+    k_settle more at η_min."""
     tail = [eta_max * (eta_min / eta_max) ** (j / (k - 1)) for j in range(k)] if k > 1 else [eta_min] * k
-    return [eta_max] * k_start + tail
+    return [eta_max] * k_start + tail + [eta_min] * k_settle
 
 
 @dataclass
@@ -44,7 +49,8 @@ class DPnP(Solver):
     eta_max: float = 0.4                  # η on the model scale ([-1, 1]); FFHQ configs 0.4 → 0.16
     eta_min: float = 0.16
     k_start: int = 4                      # iterations at η_max
-    k: int = 12                           # geometric decay iterations (K = k_start + k outer iterations)
+    k: int = 12                           # geometric decay iterations
+    k_settle: int = 4                     # iterations at η_min after the decay (K = k_start + k + k_settle)
     denoiser_sampler: str = "ddim"        # ddpm | ddim (the DDS variant)
     dds_steps: int = 100                  # levels (= NFE) per DDS call
     pcs_iters: int = 1000                 # Langevin steps per PCS call
@@ -71,7 +77,7 @@ class DPnP(Solver):
         sigma = (sigma_y_per_sample(A, z) if self.sigma_lik is None
                  else torch.full((z.shape[0],), float(self.sigma_lik), dtype=z.dtype, device=z.device))
         sigma_m = 2.0 * sigma.clamp_min(SIGMA_FLOOR)                        # model units, (B,)
-        for it, eta in enumerate(eta_schedule(self.eta_max, self.eta_min, self.k_start, self.k)):
+        for it, eta in enumerate(eta_schedule(self.eta_max, self.eta_min, self.k_start, self.k, self.k_settle)):
             u = self.pcs(z, y, A, sigma_m, eta, generator)
             z = denoising_sampler(prior, u, eta, steps=self.dds_steps, kind=self.denoiser_sampler,
                                   generator=generator)
