@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PNP_SOLVERS = ("pnp_admm", "pnp_hqs", "pnp_pgd", "red")
 DIFFUSION_SOLVERS = {"dps": {"steps": 200}, "diffpir": {"steps": 100}, "dolph": {"steps": 200},
-                     "dpnp": {"k_start": 2, "k": 6, "dds_steps": 25, "pcs_iters": 200},
+                     "dpnp": {"k_start": 2, "k": 6, "k_settle": 0, "dds_steps": 25, "pcs_iters": 200},  # 8 outer its
                      "pnp_dm": {"iters": 40, "dds_steps": 10}, "dmplug": {"iters": 50}}
 
 
