@@ -144,6 +144,38 @@ def test_auto_picks_the_reference_on_cpu_and_bad_choices_are_one_sentence():
         A(x)
 
 
+AOT = """
+import json, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from invlab.kernels import radon as K
+out = {}
+for dt in ("fp32",):   # float64 compiles too (checked by hand; ~8 s more here)
+    ptrs = {name: "*" + dt for name in ("cos_ptr", "sin_ptr", "out_ptr")}
+    for fn, sig, const in ((K._project_kernel, dict(x_ptr="*" + dt, **ptrs, N="i32", K="i32", c="fp32"),
+                            dict(BLOCK_T=32, BLOCK_S=64)),
+                           (K._backproject_kernel, dict(y_ptr="*" + dt, **ptrs, N="i32", K="i32", c="fp32",
+                                                        margin="fp32"), dict(BLOCK=128))):
+        sig.update(dict.fromkeys(const, "constexpr"))
+        ptx = triton.compile(ASTSource(fn, sig, constexprs=const), target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+        out[fn.__name__ + "_" + dt] = dict(atomics=ptx.count("atom."), f64=ptx.count(".f64"), bytes=len(ptx))
+print(json.dumps(out))
+"""
+
+
+def test_kernels_compile_for_hopper_without_a_gpu(tmp_path):
+    """The interpreter is laxer than the compiler: compile both kernels for sm_90 (H100/H200) ahead of time,
+    in a process without TRITON_INTERPRET and with a fresh cache. Gathers only: no atomics; and no float64
+    arithmetic slipped into the float32 kernels."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(TRITON_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-c", AOT], check=True, capture_output=True, text=True, timeout=300,
+                         env=env, cwd=ROOT)
+    kernels = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(kernels) == 2 and all(k["bytes"] > 1000 and k["atomics"] == 0 for k in kernels.values())
+    assert kernels["_project_kernel_fp32"]["f64"] == kernels["_backproject_kernel_fp32"]["f64"] == 0
+
+
 def test_bench_script_reports_both_projectors(tmp_path):
     """scripts/bench_radon.py in its own process (it sets TRITON_INTERPRET for itself on CPU)."""
     out = tmp_path / "radon.json"
