@@ -24,6 +24,7 @@ def run_job(work: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
     from invlab.cli.choices import check_experiment
     from invlab.cli.errors import record_status, user_message
+    from invlab.cli.sweeps import note_failure
     from invlab.engine.stopping import EXIT_CODE as STOP_EXIT_CODE, RunInterrupted
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -41,6 +42,7 @@ def run_job(work: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if multirun:
             log.error("job failed (%s): %s", run_dir, msg or f"{type(exc).__name__}: {exc}", exc_info=msg is None)
             FAILED_JOBS.append(f"{run_dir}: {msg or type(exc).__name__}")
+            note_failure(FAILED_JOBS[-1])  # for the sweep's process when this job runs elsewhere (submitit)
             return None
         if msg is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

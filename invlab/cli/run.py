@@ -53,8 +53,9 @@ def preflight(dataset, task, prior, solver, seed: int) -> None:
         raise ConfigError("the dataset is empty (check data.limit and the data path).")
     item = dataset[0]
     x = item["x"]
-    if not isinstance(x, torch.Tensor) or x.dim() != 3:
-        raise ShapeError(f"the dataset must give (C, H, W) image tensors but gave {getattr(x, 'shape', type(x))}.")
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):  # (C, H, W) images or (C, L) spectra
+        raise ShapeError(f"the dataset must give (C, H, W) image or (C, L) spectrum tensors but gave "
+                         f"{getattr(x, 'shape', type(x))}.")
     xb = x[None]
     if prior is not None and hasattr(solver, "check_prior"):  # a solver whose prior sees something else (APnP: Dx)
         solver.check_prior(prior, xb)
@@ -98,8 +99,10 @@ def experiment(cfg: DictConfig) -> dict | None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def _hydra_entry(cfg: DictConfig) -> None:
-    run_job(experiment, cfg)
+def _hydra_entry(cfg: DictConfig):
+    from invlab.cli.sweeps import searched
+
+    return run_job(searched(experiment), cfg)  # the summary; with `objective=` (hparams_search) its mean
 
 
 def main() -> None:

@@ -38,6 +38,13 @@ def relaunch_context(trainer) -> Iterator[None]:
     """Pin Hydra's run dir (and, in a multirun, argv) while Lightning re-runs the script per rank;
     afterwards tear down what the launch left in this process, so a sweep's next job starts clean."""
     relaunch = uses_script_relaunch(trainer)
+    if relaunch and os.environ.get("SUBMITIT_LOCAL_JOB_ID"):
+        # submitit's process runs the pickled job, not run.py: Lightning would re-run submitit's own module
+        from invlab.errors import ConfigError
+
+        raise ConfigError("a job of hydra/launcher=local_jobs cannot start its own DDP ranks (trainer.devices > 1); "
+                          "run a multi-device reconstruction with the basic launcher, or on SLURM with "
+                          "hydra/launcher=slurm hydra.launcher.tasks_per_node=<trainer.devices>.")
     argv = list(sys.argv)
     env = {k: os.environ.get(k) for k in LAUNCHER_ENV}
     try:
