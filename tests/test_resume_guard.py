@@ -90,3 +90,19 @@ def test_a_failure_in_a_usable_run_dir_is_still_recorded(tmp_path):
         run_job(experiment, compose(tmp_path / "conf", run_dir, "prior=tiny_missing"))
     assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
     assert (run_dir / "error.txt").exists()
+
+
+@pytest.mark.slow
+def test_cli_refused_resume_keeps_the_finished_run(tmp_path):
+    """As a user runs it: Hydra's own files follow run_dir (cli/jobs.follow_run_dir), and still the refused
+    rerun leaves status.json, .hydra/ and the results of the finished run as they were."""
+    from helpers_engine import run_py
+
+    run_dir = tmp_path / "run"
+    assert run_py(tmp_path, "data.n=1", f"run_dir={run_dir}").returncode == 0
+    kept = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*")
+            if p.is_file() and p.suffix != ".log"}
+    out = run_py(tmp_path, "data.n=1", "task=tiny_strong", f"run_dir={run_dir}")
+    assert out.returncode == 1 and "different task settings" in out.stderr and "Traceback" not in out.stderr
+    assert {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*")
+            if p.is_file() and p.suffix != ".log"} == kept

@@ -65,11 +65,25 @@ def follow_run_dir(argv: list[str] | None = None) -> list[str]:
     given = [a.split("=", 1)[1] for a in rest if a.startswith("run_dir=")]
     if not given:
         return args
-    args.append(f"hydra.run.dir={given[-1]}")
     target = Path(given[-1].strip("'\"")).expanduser()
+    if "${" not in given[-1] and not _writable(target):
+        return args  # Hydra would fail with a traceback; experiment() refuses this run_dir in one sentence
+    args.append(f"hydra.run.dir={given[-1]}")
     if target.is_dir() and any(target.iterdir()) and not any(a.startswith("hydra.output_subdir=") for a in rest):
         args.append("hydra.output_subdir=null")
     return args
+
+
+def _writable(target: Path) -> bool:
+    """Whether the run directory can be made and written (read-only, below a file, /proc: no)."""
+    from invlab.engine.store import SampleStore
+    from invlab.errors import RunDirError
+
+    try:
+        SampleStore(target).check_writable()
+    except RunDirError:
+        return False
+    return True
 
 
 def finish() -> None:
