@@ -32,7 +32,6 @@ COLOR_TRAIN = ("stereo_motorcycle", "immunohistochemistry", "sklearn:china.jpg",
 COLOR_VAL = ("stereo_motorcycle", "sklearn:china.jpg", "sklearn:flower.jpg", "immunohistochemistry")
 
 
-
 def to_float(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
     if img.dtype == bool:
@@ -40,6 +39,7 @@ def to_float(img: np.ndarray) -> np.ndarray:
     if np.issubdtype(img.dtype, np.integer):
         return img.astype(np.float32) / float(np.iinfo(img.dtype).max)
     return img.astype(np.float32)
+
 
 def read_image(path: str, grayscale: bool = True) -> np.ndarray:
     """An image file as float32 in [0,1]: (H, W) when `grayscale`, else (H, W, 3).
@@ -74,7 +74,6 @@ def read_image(path: str, grayscale: bool = True) -> np.ndarray:
     else:
         return to_float(arr)
     return arr if grayscale else np.repeat(arr[..., None], 3, axis=2)
-
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:
