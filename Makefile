@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --json bench.json
 	$(BIN)/python scripts/bench.py --suite diffusion --json bench_diffusion.json
 	$(BIN)/python scripts/bench_zoo.py --json bench_zoo.json
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/bench.py --suite priors --json bench_priors.json
 
 clean:
-	rm -rf outputs multirun wandb bench.json bench_diffusion.json bench_zoo.json
+	rm -rf outputs multirun wandb bench.json bench_diffusion.json bench_zoo.json bench_priors.json

@@ -13,6 +13,9 @@ solve, machine noise largely cancels in the ratio. Also reports peak memory.
 test digits (task deblur), at the reproduction table's CPU budgets (DIFFUSION_SOLVERS). The network time is
 the forward ε(x_t, t) calls; solvers that backpropagate through the network (DPS, DMPlug) spend their
 backward passes outside it, so their ratio shows that cost.
+
+`--suite priors`: the priors' speed switches (eager | compiled | bf16 | compiled_bf16), network seconds per
+call and speedup over eager, timed alternately in one run (scripts/bench_priors.py, which takes the options).
 """
 from __future__ import annotations
 
@@ -60,6 +63,12 @@ def bench_solver(name: str, y, A, prior, repeats: int, **overrides) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--suite=priors" in argv or any(a == "--suite" and b == "priors" for a, b in zip(argv, argv[1:])):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_priors import main as bench_priors
+
+        return bench_priors(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--prior", default="dncnn_gray", help="checkpoint name or path of a learned denoiser")
@@ -68,7 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--solvers", default=None, help="comma-separated; default: every solver of the suite")
-    p.add_argument("--suite", choices=("pnp", "diffusion"), default="pnp")
+    p.add_argument("--suite", choices=("pnp", "diffusion", "priors"), default="pnp")
     args = p.parse_args(argv)
 
     import torch

@@ -29,3 +29,21 @@ def test_bench_reports_network_time_inside_wall_time(tmp_path, args, solver, nfe
     assert row["solver"] == solver and row["nfe"] == nfe
     assert 0 < row["net_seconds"] <= row["wall_seconds"] and row["overhead_ratio"] >= 1.0
     assert report["meta"]["suite"] == ("diffusion" if "diffusion" in args else "pnp")
+
+
+def test_priors_suite_times_every_mode_against_eager(tmp_path):
+    """A tiny case of `--suite priors`: one small shipped prior, eager vs bf16 (compiled modes are exercised in
+    tests/test_prior_speed.py; compiling here would only add time)."""
+    out = tmp_path / "priors.json"
+    assert bench().main(["--suite", "priors", "--priors", "dncnn_mnist", "--modes", "eager,bf16", "--rounds", "2",
+                         "--batch", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["meta"]["suite"] == "priors" and len(report["meta"]["loadavg_start"]) == 3
+    rows = {r["mode"]: r for r in report["results"]}
+    assert set(rows) == {"eager", "bf16"}
+    for r in rows.values():
+        assert {"prior", "mode", "size", "batch", "seconds_per_call", "speedup"} <= set(r)
+        assert r["prior"] == "dncnn_mnist" and r["size"] == 28 and r["batch"] == 2 and r["seconds_per_call"] > 0
+    assert rows["eager"]["speedup"] == 1.0
+    assert abs(rows["bf16"]["speedup"] - rows["eager"]["seconds_per_call"] / rows["bf16"]["seconds_per_call"]) < 0.01
+    assert bench().main(["--suite", "priors", "--priors", "no_such_prior"]) == 2

@@ -36,6 +36,11 @@ def fingerprint(cfg: DictConfig) -> dict:
                                         for g in ("data", "task", "prior", "solver") if cfg.get(g) is not None}}
     if isinstance(out.get("data"), dict):
         out["data"].pop("limit", None)
+    if isinstance(out.get("prior"), dict):  # compile / memory layout change no result beyond 1e-5; bf16 does
+        for key in ("compile", "compile_mode", "channels_last"):
+            out["prior"].pop(key, None)
+        if out["prior"].get("precision") == "fp32":  # the default: run dirs from before the key still resume
+            out["prior"].pop("precision")
     if cfg.get("track_best"):   # adds columns; only when on, so run dirs from before this key still resume
         out["track_best"] = True
     return out

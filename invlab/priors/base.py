@@ -3,6 +3,8 @@
 `x` is a batch (B, C, H, W) in [0, 1] units, `sigma` a float or a (B,) tensor in the same units.
 The base class counts network evaluations (NFE) and times each call as it happens, so a solver's
 `Result` can report NFE and a benchmark can compare wall time with the network time inside the solve.
+A network prior calls its net through `net_call`, which applies the prior's speed settings (compile,
+precision, memory layout: invlab/priors/speed.py) in this one place for every prior kind.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from invlab.errors import ShapeError
+from invlab.priors.speed import Speed
 
 
 @dataclass
@@ -58,6 +61,18 @@ class Prior(nn.Module):
     def __init__(self):
         super().__init__()
         self.stats = CallStats()
+        self.speed = Speed()
+
+    def configure_speed(self, compile: bool = False, compile_mode: str = "default", precision: str = "fp32",
+                        channels_last: bool = False) -> None:
+        """`prior.compile`, `prior.compile_mode`, `prior.precision`, `prior.channels_last` (speed.py); call it
+        after `self.net` is set."""
+        self.speed = Speed(compile, compile_mode, precision, channels_last)
+        self.speed.prepare(self.net)
+
+    def net_call(self, x: Tensor, *args, method: str = "forward", **kwargs) -> Tensor:
+        """self.net(x, *args) (or self.net.<method>(...)) under the prior's speed settings, in x's dtype."""
+        return self.speed(self.net, x, *args, method=method, **kwargs)
 
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 4:

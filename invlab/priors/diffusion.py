@@ -61,7 +61,7 @@ class DiffusionPrior(Prior):
 
     def __init__(self, checkpoint: str | None = None, device: str | None = None, t_mode: str = "continuous",
                  *, net: nn.Module | None = None, schedule: DDPMSchedule | None = None,
-                 channels: int | None = None, image_size: tuple[int, int] | None = None):
+                 channels: int | None = None, image_size: tuple[int, int] | None = None, **speed):
         super().__init__()
         if (checkpoint is None) == (net is None):
             raise ValueError("DiffusionPrior needs exactly one of `checkpoint` (name or path) and `net`.")
@@ -89,6 +89,7 @@ class DiffusionPrior(Prior):
         self.image_size = tuple(int(s) for s in image_size) if image_size is not None else None
         self.t_mode = t_mode
         self.schedule.t_from_sigma(0.1, t_mode)  # validates t_mode now, not at the first call
+        self.configure_speed(**speed)  # prior.compile / compile_mode / precision / channels_last (speed.py)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -105,7 +106,7 @@ class DiffusionPrior(Prior):
     def _eps(self, x_t: Tensor, t: Tensor | float) -> Tensor:
         t = torch.as_tensor(t, dtype=torch.float64, device=x_t.device)  # the net casts; analytic nets keep it
         t = t.expand(x_t.shape[0]) if t.dim() == 0 else t.reshape(x_t.shape[0])
-        return self.net(x_t, t)
+        return self.net_call(x_t, t)
 
     def eps(self, x_t: Tensor, t: Tensor | float) -> Tensor:
         """ε̂(x_t, t) on the [-1, 1] scale; t: number or (B,), fractional allowed. One NFE."""

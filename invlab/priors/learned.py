@@ -18,7 +18,7 @@ class LearnedDenoiser(Prior):
 
     differentiable = True
 
-    def __init__(self, checkpoint: str, device: str | None = None):
+    def __init__(self, checkpoint: str, device: str | None = None, **speed):
         super().__init__()
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -31,6 +31,7 @@ class LearnedDenoiser(Prior):
         self.net, self.arch, self.card = net, arch, card
         self.checkpoint = str(checkpoint)
         self.channels = int(card.get("channels") or arch.get("in_channels", 1))
+        self.configure_speed(**speed)  # prior.compile / compile_mode / precision / channels_last (speed.py)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -41,4 +42,4 @@ class LearnedDenoiser(Prior):
         return f"LearnedDenoiser({self.checkpoint})"
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
-        return self.net(x, sigma)
+        return self.net_call(x, sigma)
