@@ -2,7 +2,7 @@
 
 On CPU the kernels run in Triton's interpreter: TRITON_INTERPRET=1 is set only while the kernel module is
 imported (triton decides interpret-or-compile when a kernel is decorated), then restored, so no other test
-sees it. The interpreter is slow (~0.1 s per program), hence the small sizes; it proves correctness only.
+sees it. The interpreter is slow (tens of ms per program here), hence the small sizes; it proves correctness only.
 Tests marked `gpu` compare the compiled kernels with the reference on CUDA.
 """
 from __future__ import annotations
@@ -123,7 +123,8 @@ def test_oder_solve_is_the_same_on_either_projector():
     """solver=oder's loop (RED + stratified minibatch gradients) on a small CT problem, exact Gaussian prior."""
     n, g = 6, torch.Generator().manual_seed(5)
     root = torch.randn(n * n, n * n, generator=g, dtype=F64)
-    prior = GaussianPrior(torch.full((1, n, n), 0.5, dtype=F64), 0.05 * root @ root.T / n**2 + 0.01 * torch.eye(n * n, dtype=F64))
+    cov = 0.05 * root @ root.T / n**2 + 0.01 * torch.eye(n * n, dtype=F64)
+    prior = GaussianPrior(torch.full((1, n, n), 0.5, dtype=F64), cov)
     ref, tri = pair((1, n, n), torch.arange(12, dtype=F64) * 15.0, F64)
     x = prior.sample(1, g, dtype=F64)
     y = ref(x) + 0.05 * torch.randn(1, 1, 12, n, generator=g, dtype=F64)

@@ -18,8 +18,9 @@ bilinear stencil touches it, i.e. |col − j| < 1 and |row − i| < 1. The point
 
 with |t − t₀| < |cos θ| + |sin θ| = r ≤ √2 and the same for s: an open interval of length 2r < 3, so at
 most three detector bins and three steps per angle. The kernel visits those 3×3 candidates (the interval
-widened by 0.01 against rounding; a 4×4 tile whose last row and column never pass), recomputes each sample point with the very function the forward uses
-and takes this pixel's bilinear weight from it — zero for a candidate whose stencil misses the pixel. Every
+widened by 0.01 against rounding, in a 4×4 tile whose last row and column never pass), recomputes each
+sample point with the very function the forward uses and takes this pixel's bilinear weight from it — zero
+for a candidate whose stencil misses the pixel. Every
 nonzero term of ⟨Ax, y⟩ therefore appears once in ⟨x, Aᵀy⟩ with the same weight: the exact transpose
 (to float rounding), with no atomics. Both kernels work in the input's dtype (float32 or float64).
 
@@ -41,7 +42,9 @@ DTYPES = (torch.float32, torch.float64)
 
 @triton.jit
 def _sample_point(tf, sf, cos, sin, c):
-    """(col, row) of ray step sf at detector bin tf — shared by both kernels, so they agree bit for bit."""
+    """(col, row) of ray step sf at detector bin tf: one expression for both kernels. (Bilinear weights are
+    continuous in the point, so even a last-bit difference between the two compiled kernels only moves a
+    weight by rounding, never drops a term.)"""
     col = c + cos * (tf - c) + sin * (sf - c)
     row = c - sin * (tf - c) + cos * (sf - c)
     return col, row
