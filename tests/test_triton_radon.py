@@ -223,3 +223,15 @@ def test_cuda_kernels_equal_the_reference(n, n_angles, compiled_kernels):
     assert float((lhs - rhs).abs() / lhs.abs()) <= 1e-5
     subset, w = A.draw_angles(1 / 3, torch.Generator().manual_seed(1))
     assert rel(A.subset_grad(x, y, subset, w), ref.subset_grad(x, y, subset, w)) <= 1e-5
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_bench_in_a_fresh_process(tmp_path):
+    """The compiled kernels in a process that never saw the interpreter: agreement and timings."""
+    out = tmp_path / "radon_gpu.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_radon.py"), "--device", "cuda", "--sizes",
+                    "256x180,97x31", "--batch", "4", "--json", str(out)], check=True, timeout=300, env=env)
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == 8 and all(r["max_rel_dev"] <= 1e-5 for r in rows if r["kernel"] == "triton")
