@@ -104,6 +104,74 @@ def gradient_step(A, like: Tensor, gamma: float | None, step_scale: float, power
     return expand(step_scale / (normal_op_norm(A, like, power_iters) + extra_lipschitz), like)
 
 
+@torch.no_grad()
+def curvature(A, y: Tensor, x: Tensor, iters: int = 30, rel_eps: float = 1e-3) -> Tensor:
+    """Estimate the data term's curvature ‖∇²g(x)‖ per sample, g = A.data_fidelity(·, y), by power iteration on
+    finite differences of A.grad: v ← (∇g(x + εv) − ∇g(x))/ε (ε = rel_eps·‖x‖). For a linear operator this
+    is ‖AᵀA‖ (normal_op_norm); for a nonlinear one it is the local counterpart at x."""
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    v = torch.randn((1, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype).expand_as(x).contiguous()
+    g0 = A.grad(x, y)
+    eps = rel_eps * x.flatten(1).norm(dim=1).clamp_min(1e-3)
+    lam = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    for _ in range(iters):
+        v = v / expand(v.flatten(1).norm(dim=1).clamp_min(1e-30), v)
+        w = (A.grad(x + expand(eps, x) * v, y) - g0) / expand(eps, x)
+        lam = (v * w).flatten(1).sum(1).abs()
+        v = w
+    return lam.clamp_min(1e-12)
+
+
+class ArmijoStep:
+    """Per-sample backtracking (Armijo) step on the data term g(x) = A.data_fidelity(x, y) along −∇g, for
+    operators without a Lipschitz constant (nonlinear ones): at every iteration the largest γ of
+    γ₀·shrinkʲ (j = 0, 1, ...) with the sufficient decrease
+
+        g(z − γ∇g(z)) ≤ g(z) − c·γ·‖∇g(z)‖²,
+
+    where γ₀ = 1/L̂ and L̂ is the curvature of g at the start point (`curvature`, the nonlinear counterpart of
+    ‖AᵀA‖), so the step never exceeds what the linear default would take there; backtracking shrinks it
+    where g curves more. Each trial costs one forward A (no denoiser calls). With `extra_lipschitz` τ (RED's
+    regulariser) the returned step is step_scale/(1/γ + τ), as step_scale/(‖AᵀA‖ + τ) for a linear A.
+    `accepted` holds the last search's per-sample outcome (False only when max_backtracks ran out: the step
+    is then the smallest one tried)."""
+
+    def __init__(self, A, y: Tensor, like: Tensor, step_scale: float = 1.0, extra_lipschitz: float = 0.0,
+                 power_iters: int = 30, shrink: float = 0.5, c: float = 1e-4, max_backtracks: int = 50):
+        self.A, self.y, self.c, self.shrink = A, y, c, shrink
+        self.step_scale, self.extra, self.max_backtracks = step_scale, extra_lipschitz, max_backtracks
+        self.gamma0 = 1.0 / curvature(A, y, like, power_iters)
+        self.gamma = self.gamma0
+        self.accepted = torch.ones(like.shape[0], dtype=torch.bool, device=like.device)
+
+    @torch.no_grad()
+    def __call__(self, z: Tensor, grad: Tensor) -> Tensor:
+        """The step (B, 1, ..., 1) for the gradient step from z along −grad (grad = ∇g(z))."""
+        g0 = self.A.data_fidelity(z, self.y)
+        slope = self.c * grad.flatten(1).pow(2).sum(1)
+        gamma = self.gamma0.clone()
+        ok = torch.zeros_like(self.accepted)
+        for _ in range(self.max_backtracks):
+            trial = self.A.data_fidelity(z - expand(gamma, z) * grad, self.y)
+            ok = ok | (trial <= g0 - gamma * slope)          # NaN/inf trials fail the test
+            if bool(ok.all()):
+                break
+            gamma = torch.where(ok, gamma, gamma * self.shrink)
+        self.gamma, self.accepted = gamma, ok
+        return expand(self.step_scale / (1.0 / gamma + self.extra), z)
+
+
+def step_rule(A, y: Tensor, like: Tensor, gamma: float | None, step_scale: float, power_iters: int,
+              extra_lipschitz: float = 0.0):
+    """z, ∇g(z) ↦ the gradient step (B, 1, ..., 1): `gamma` when set, else step_scale/(‖AᵀA‖ + extra) for a
+    linear operator (fixed), else a backtracking Armijo step on the data term (ArmijoStep), so the PnP
+    gradient solvers run on nonlinear operators without a hand-set step."""
+    if gamma is not None or A.is_linear:
+        fixed = gradient_step(A, like, gamma, step_scale, power_iters, extra_lipschitz)
+        return lambda z, grad: fixed
+    return ArmijoStep(A, y, like, step_scale=step_scale, extra_lipschitz=extra_lipschitz, power_iters=power_iters)
+
+
 def momentum(x: Tensor, x_prev: Tensor, t: float, accelerate: bool) -> tuple[Tensor, float]:
     """The next gradient point z and FISTA counter t: z = x (plain), or Nesterov/FISTA extrapolation
     z = x + (t − 1)/t_next·(x − x_prev) with t_next = (1 + √(1 + 4t²))/2."""

@@ -9,7 +9,8 @@ symmetric Jacobian. Three iterations reach the same fixed point ∇g(x) + τ(x �
 
 For a Wiener denoiser D(x) = Wx + (I − W)μ (Gaussian prior, W = Σ(Σ + σ²I)⁻¹) the fixed point minimises
 ½‖Ax − y‖² + τ/2 (x − μ)ᵀ(I − W)(x − μ). The default γ = step_scale/(‖AᵀA‖ + τ) bounds the Lipschitz
-constant of that gradient (‖I − W‖ ≤ 1); nonlinear operators need `gamma` unless method is fixed_point.
+constant of that gradient (‖I − W‖ ≤ 1); for a nonlinear operator the default is step_scale/(1/γ_g + τ)
+with γ_g a backtracking Armijo step on the data term at every iteration (common.ArmijoStep).
 
 ODER (Liu et al. 2022; methods.md I) is this solver with `minibatch` set: each gd/nesterov step replaces
 ∇g(x) by the operator's unbiased minibatch estimate `A.stochastic_grad(x, y, minibatch, generator)` (CT:
@@ -28,8 +29,8 @@ from torch import Tensor
 
 from invlab.errors import ConfigError
 from invlab.solvers.base import Solver, Trace
-from invlab.solvers.common import (check_positive, denoiser_sigma, gradient_step, initial_iterate, momentum,
-                                   per_sample, relative_change)
+from invlab.solvers.common import (check_positive, denoiser_sigma, initial_iterate, momentum, per_sample,
+                                   relative_change, step_rule)
 
 METHODS = ("gd", "nesterov", "fixed_point")
 
@@ -39,7 +40,7 @@ class RED(Solver):
     iters: int = 100
     method: str = "gd"                        # gd | nesterov | fixed_point
     tau: float = 0.1                          # weight of the RED regulariser
-    gamma: float | None = None                # gradient step; None: step_scale/(‖AᵀA‖ + τ)
+    gamma: float | None = None                # gradient step; None: step_scale/(‖AᵀA‖ + τ), Armijo if nonlinear
     step_scale: float = 1.0
     sigma_den: float = 0.05                   # denoiser noise level, [0,1] units
     sigma_den_factor: float | None = None     # if set, σ_den = factor·σ_y (per sample)
@@ -64,11 +65,12 @@ class RED(Solver):
                 x = self._project(A.prox_l2(prior.denoise(x, sigma), y, tau))
                 trace(k, x, residual=relative_change(x, x_prev))
             return x
-        step = gradient_step(A, x, self.gamma, self.step_scale, self.power_iters, extra_lipschitz=self.tau)
+        step = step_rule(A, y, x, self.gamma, self.step_scale, self.power_iters, extra_lipschitz=self.tau)
         z, t = x, 1.0
         for k in range(self.iters):
             x_prev = x
-            x = self._project(z - step * (data_grad(z) + self.tau * (z - prior.denoise(z, sigma))))
+            grad = data_grad(z)
+            x = self._project(z - step(z, grad) * (grad + self.tau * (z - prior.denoise(z, sigma))))
             z, t = momentum(x, x_prev, t, self.method == "nesterov")
             trace(k, x, residual=relative_change(x, x_prev))
         return x
