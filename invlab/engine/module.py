@@ -38,6 +38,7 @@ from torchmetrics import MeanMetric
 
 from invlab.engine.consistency import check_rows, is_suspect
 from invlab.engine.metrics import image_scores   # the PSNR/SSIM convention (documented there)
+from invlab.engine.spectra import is_spectrum, spectrum_rows, spectrum_strip
 from invlab.engine.stopping import check_stop
 from invlab.engine.store import SampleStore
 from invlab.utils import images
@@ -188,7 +189,8 @@ class Reconstruction(L.LightningModule):
             res = self.solver(y, A, self.prior, generator=gen, callback=chain(best, bar, check_stop))
         xhat = res.x.detach()
         baseline = self._baseline(A, y, x)
-        rows = self._metrics(x, xhat, baseline)
+        spectra = is_spectrum(x)  # (B, C, L): snr, peak errors, a plotted strip (engine/spectra.py)
+        rows = spectrum_rows(x, xhat, baseline, self.means) if spectra else self._metrics(x, xhat, baseline)
         for row, check in zip(rows, check_rows(A, y, xhat, torch.isfinite(xhat).flatten(1).all(1))):
             row.update(check)  # residual_ratio, saturation: far from the data or saturated -> suspect
             if row["status"] == "ok" and is_suspect(check):
@@ -209,9 +211,10 @@ class Reconstruction(L.LightningModule):
                    "net_seconds": res.net_seconds / b, "batch_size": b}
             if files is not None:
                 row["source"] = files[index]
-            strip = images.grid([[images.to_uint8(x[j])],
-                                 [measurement_image(None if baseline is None else baseline[j], y[j], x[j])],
-                                 [images.to_uint8(xhat[j])]])
+            strip = spectrum_strip(x[j], y[j], xhat[j]) if spectra else \
+                images.grid([[images.to_uint8(x[j])],
+                             [measurement_image(None if baseline is None else baseline[j], y[j], x[j])],
+                             [images.to_uint8(xhat[j])]])
             tensors = None
             if self.save_tensors:
                 tensors = {"x": xhat[j].cpu(), "y": y[j].cpu(),

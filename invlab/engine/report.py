@@ -21,7 +21,8 @@ METRICS = ["psnr", "ssim", "psnr_input", "ssim_input", "nfe", "seconds", "net_se
 # statuses whose metrics count in the means: a suspect sample is finite and its numbers are real (leaving
 # it out would hide a failing run behind the samples that worked); diverged ones have none
 FINISHED = ("ok", "suspect")
-OPTIONAL = ["psnr_best", "iter_best", "iter_stop", "kernel_error", "psnr_aligned", "ssim_aligned"]
+OPTIONAL = ["psnr_best", "iter_best", "iter_stop", "kernel_error", "psnr_aligned", "ssim_aligned",
+            "snr", "snr_input", "snr_gain", "peak_pos_err", "peak_height_err"]   # spectra (engine/spectra.py)
 
 
 def write_results_csv(rows: list[dict], path: Path) -> None:
@@ -101,6 +102,9 @@ def format_summary(summary: dict) -> str:
         *([f"  up to the operator's ambiguities (shift, 180° rotation): PSNR {fmt('psnr_aligned', 2)} dB   "
            f"SSIM {fmt('ssim_aligned', 4)}"] if "psnr_aligned" in summary["metrics"] else []),
         *([f"  early stop at iteration {fmt('iter_stop', 0)}"] if "iter_stop" in summary["metrics"] else []),
+        *([f"  SNR {fmt('snr', 2)} dB (input {fmt('snr_input', 2)}; gain {fmt('snr_gain', 2)})   peak position error "
+           f"{fmt('peak_pos_err', 2)} points, height error {fmt('peak_height_err', 3)}"]
+          if "snr" in summary["metrics"] else []),
         *([f"  WARNING: {summary['counts']['suspect']} suspect sample(s): far from their measurement "
            f"(residual_ratio > 1) or saturated (saturation >= 0.25) in results.csv; an untrained or "
            f"mismatched prior?"] if summary["counts"].get("suspect") else []),
