@@ -184,7 +184,7 @@ def test_blur_kernel_size_is_a_whole_number(size):
 @pytest.mark.parametrize("override,key", [
     ("seed=abc", "seed"), ("seed=1.5", "seed"), ("batch_size=0", "batch_size"), ("batch_size=abc", "batch_size"),
     ("grid_max=-1", "grid_max"), ("trainer.devices=abc", "trainer.devices"), ("trainer.devices=0", "trainer.devices"),
-    ("trainer.devices=1.5", "trainer.devices"), ("+trainer.num_nodes=abc", "trainer.num_nodes"),
+    ("trainer.devices=1.5", "trainer.devices"), ("++trainer.num_nodes=abc", "trainer.num_nodes"),
     ("solver.iters=abc", "solver.iters"), ("solver.iters=-3", "solver.iters"),
     ("task=deblur", "task.operator.kernel_size"),   # with kernel_size=0 below
 ])
