@@ -71,7 +71,7 @@ def raises_in_chain(kind: type, fn, *args):
 
 def test_the_run_groups_are_the_ones_this_file_builds():
     choices = compose(return_hydra_config=True).hydra.runtime.choices
-    composed = {k for k in choices if "/" not in k and k not in ("hydra", "experiment", "tuned")}  # optional ones
+    composed = {k for k in choices if "/" not in k and k not in ("hydra", "experiment", "tuned", "hparams_search")}  # optional
     assert set(run_groups()) == composed
     assert composed == set(BUILDERS), f"tests/test_configs.py needs a builder for {composed ^ set(BUILDERS)}"
 
@@ -80,6 +80,17 @@ def test_the_run_groups_are_the_ones_this_file_builds():
 
 def build_data(cfg: DictConfig, tmp_path: Path) -> None:
     node = cfg.data
+    spectra = str(node.get("_target_", "")).startswith("invlab.data.spectra.")  # (C, L) items (issue 15)
+    if spectra and "path" in node.keys() and OmegaConf.is_missing(node, "path"):  # nmr_folder: NMRPipe files
+        import nmrglue as ng
+        import numpy as np
+
+        folder = tmp_path / "spectra"
+        folder.mkdir()
+        udic = ng.fileiobase.create_blank_udic(1)
+        udic[0].update(size=100, complex=False, freq=True, time=False)
+        ng.pipe.write(str(folder / "a.ft1"), ng.pipe.create_dic(udic), np.hanning(100).astype(np.float32))
+        node.path = str(folder)
     # data=folder: a folder of two PNGs (`"path" in node` is False while the value is ???)
     if "path" in node.keys() and OmegaConf.is_missing(node, "path"):
         from PIL import Image
@@ -90,13 +101,16 @@ def build_data(cfg: DictConfig, tmp_path: Path) -> None:
             grad = torch.linspace(0, 255, 20 * 30).reshape(20, 30).roll(7 * i, dims=1).to(torch.uint8)
             Image.fromarray(grad.numpy()).save(folder / f"img{i}.png")
         node.path = str(folder)
-    for key, value in SMALL.items():
+    for key, value in {**SMALL, "length": 64}.items() if spectra else SMALL.items():
         if key in node:
             node[key] = value
     dataset = build(node)
     assert len(dataset) >= 1
     x = dataset[0]["x"]
-    assert isinstance(x, torch.Tensor) and x.dim() == 3 and x.dtype == torch.float32
+    assert isinstance(x, torch.Tensor) and x.dim() == (2 if spectra else 3) and x.dtype == torch.float32
+    if spectra:  # scaled to maximum 1, not clamped (dispersion and baseline may go negative)
+        assert x.shape[-1] == 64 and torch.isfinite(x).all() and float(x.max()) == pytest.approx(1.0)
+        return
     lo, hi = getattr(dataset, "value_range", (0.0, 1.0))  # images [0, 1]; gradient data (APnP) [-1, 1]
     assert torch.isfinite(x).all() and lo <= float(x.min()) and float(x.max()) <= hi
     for key in ("size", "patch_size"):
@@ -147,6 +161,8 @@ def check_prior(prior, node: DictConfig) -> None:
 
     assert isinstance(prior, Prior) and prior.name == node.name
     x = torch.full((1, getattr(prior, "channels", None) or 1, 16, 16), 0.5)
+    if getattr(prior, "input_ndim", 4) == 3:  # a spectrum prior: (B, C, L)
+        x = torch.full((1, getattr(prior, "channels", None) or 1, 64), 0.5)
     shape = node.get("shape")
     if shape is not None:  # exact priors on a fixed image shape
         x = torch.full((1, *shape), 0.5)
