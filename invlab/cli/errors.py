@@ -56,8 +56,9 @@ def _refused(exc: BaseException) -> bool:
 
 
 def is_rank_zero() -> bool:
-    """True in the launching process (before Lightning exists we only have the launcher's env vars)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """True in the launching process (before Lightning exists we only have the launcher's env vars; srun
+    numbers its tasks in SLURM_PROCID)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def record_status(run_dir: str | Path, status: str, exc: BaseException | None = None,

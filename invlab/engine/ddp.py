@@ -38,6 +38,7 @@ def relaunch_context(trainer) -> Iterator[None]:
     """Pin Hydra's run dir (and, in a multirun, argv) while Lightning re-runs the script per rank;
     afterwards tear down what the launch left in this process, so a sweep's next job starts clean."""
     relaunch = uses_script_relaunch(trainer)
+    check_shared_run_dir(trainer)
     if relaunch and os.environ.get("SUBMITIT_LOCAL_JOB_ID"):
         # submitit's process runs the pickled job, not run.py: Lightning would re-run submitit's own module
         from invlab.errors import ConfigError
@@ -63,6 +64,27 @@ def relaunch_context(trainer) -> Iterator[None]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+def check_shared_run_dir(trainer) -> None:
+    """Ranks started by the cluster (srun, torchrun: one `python run.py` per process, on several nodes) each
+    compose their own config; a run dir holding `${now:...}` would then name a different folder on each and
+    the ranks would not see each other's samples. Such a run must name its run dir (`run_dir=`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if (env is None or not env.creates_processes_externally or trainer.world_size < 2
+            or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN):
+        return
+    pattern = str(OmegaConf.to_container(HydraConfig.get().run, resolve=False).get("dir", ""))
+    if "${now:" in pattern:
+        from invlab.errors import ConfigError
+
+        raise ConfigError(f"this run's {trainer.world_size} processes were started by the cluster and each would "
+                          f"resolve the dated run dir {pattern} itself; pass the same run_dir=<shared folder> to "
+                          f"every node.")
 
 
 def _pin_hydra_job() -> None:
