@@ -119,9 +119,9 @@ def render(sweep: Path, search: dict, ranked: list[dict], n_failed: int) -> str:
         f"# {len(ranked) + n_failed} trials ({len(ranked)} complete, {n_failed} failed); objective: mean "
         f"{search['objective']} over all samples.",
         f"# Searched: {'; '.join(f'{k} {v}' for k, v in search['params'].items())}.",
-        f"# Best {best['value']:.2f} ({fmt(best['params'])}, trial {best['job']}); "
-        + (f"runner-up {runner['value']:.2f} ({fmt(runner['params'])}, trial {runner['job']})."
-           if runner else "no runner-up (one complete trial)."),
+        f"# Best {best['value']:.2f} ({fmt(best['params'])}, trial {best['job']});",
+        f"# runner-up {runner['value']:.2f} ({fmt(runner['params'])}, trial {runner['job']})."
+        if runner else "# no runner-up (one complete trial).",
         f"# Written by `python scripts/tune.py {shown(sweep)}`.",
     ]
     return "\n".join(lines) + "\n" + yaml.safe_dump(nested(best["params"]), sort_keys=False)
