@@ -133,7 +133,15 @@ def model_card_markdown(name: str, arch: dict, card: dict) -> str:
         recipe = recipe if "/" in recipe else f"train/{recipe}"
         lines += [f"Trained with `python train.py experiment={recipe}`.", ""]
     metrics = card.get("metrics") or {}
-    if metrics:
+    if metrics and card.get("kind") == "spectrum_denoiser":  # 1-D spectra (invlab/train/spectra.py)
+        test = card.get("test_metrics") or {}
+        lines += ["## Held-out metrics", "", f"Mean over spectra of `{card.get('val_data', '?')}` (validation split) "
+                  f"and `{card.get('test_data', '-')}` (test split), each with its fixed seeded noise (SNR 5-100); "
+                  "snr and psnr of the output in dB, snr_gain = output SNR - input SNR; no clamping:", "",
+                  "| metric | validation | test |", "| --- | --- | --- |"]
+        lines += [f"| {k} | {v:.2f} | {test.get(k, float('nan')):.2f} |" for k, v in sorted(metrics.items())]
+        lines.append("")
+    elif metrics:
         lines += ["## Held-out metrics", "", f"On `{card.get('val_data', '?')}` (noisy inputs with fixed seeded "
                   "noise, PSNR in dB, mean over images, outputs clamped to [0, 1]):", "",
                   "| metric | value |", "| --- | --- |"]
@@ -143,5 +151,7 @@ def model_card_markdown(name: str, arch: dict, card: dict) -> str:
     lines += ["## Card", "", "| field | value |", "| --- | --- |"]
     lines += [f"| {k} | {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} |"
               for k, v in card.items() if k != "metrics"]
-    lines += ["", "Images are float32 in [0, 1]; noise levels are in the same units (σ=25/255 ≈ 0.098).", ""]
+    lines += ["", "Spectra are float32 (B, 1, L) scaled to maximum 1; noise levels are in the same units (σ = 1/SNR)."
+              if card.get("kind") == "spectrum_denoiser" else
+              "Images are float32 in [0, 1]; noise levels are in the same units (σ=25/255 ≈ 0.098).", ""]
     return "\n".join(lines)

@@ -26,6 +26,9 @@ class LearnedDenoiser(Prior):
         if card.get("kind") == "diffusion":  # its net takes a timestep, not a noise level
             raise CheckpointError(f"{checkpoint} is a diffusion model; load it with its own prior config "
                                   f"(e.g. prior=ddpm_mnist) or invlab.priors.diffusion.DiffusionPrior.")
+        if card.get("kind") == "spectrum_denoiser":  # a 1-D CNN for (B, C, L) spectra
+            raise CheckpointError(f"{checkpoint} is a 1-D spectrum denoiser; load it with prior=tvcondnet or "
+                                  f"prior=cnn1d_nmr (invlab.priors.spectral.SpectrumDenoiser).")
         for p in net.parameters():
             p.requires_grad_(False)
         self.net, self.arch, self.card = net, arch, card

@@ -18,6 +18,7 @@ from invlab.priors.tv1d import tv_condition
 
 class SpectrumDenoiser(Prior):
     differentiable = False  # the TV condition is computed outside autograd
+    input_ndim = 3          # takes (B, C, L) spectra, not (B, C, H, W) images
 
     def __init__(self, checkpoint: str, device: str | None = None):
         super().__init__()

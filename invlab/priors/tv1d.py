@@ -134,6 +134,7 @@ class TV1D(Prior):
     `iters` steps). `weight` is chosen on the validation spectra (experiments/tvcondnet/choose_lambda.py)."""
 
     differentiable = False
+    input_ndim = 3          # takes (B, C, L) spectra, not (B, C, H, W) images
 
     def __init__(self, weight: float = 1.0, method: str = "exact", iters: int = 500, estimate_sigma: bool = False):
         super().__init__()
