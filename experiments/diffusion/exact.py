@@ -66,9 +66,9 @@ def main() -> None:
 
     runs = [("DDPM (DOLPH γ = 0), 1,000 steps", "prior", DOLPH(gamma=0.0, clip=False),
              (p.gp.mean.reshape(-1), p.gp.cov)),
-            ("DPnP-DDIM (η 0.4 → 0.05)", "smoothed posterior", DPnP(denoiser_sampler="ddim", **DPNP_CHECK),
+            ("DPnP-DDIM (η 0.4 → 0.05, 60 at η_min)", "smoothed posterior", DPnP(denoiser_sampler="ddim", **DPNP_CHECK),
              smoothed_posterior(p, DPNP_CHECK["eta_min"])),
-            ("DPnP-DDPM (η 0.4 → 0.05)", "smoothed posterior", DPnP(denoiser_sampler="ddpm", **DPNP_CHECK),
+            ("DPnP-DDPM (η 0.4 → 0.05, 60 at η_min)", "smoothed posterior", DPnP(denoiser_sampler="ddpm", **DPNP_CHECK),
              smoothed_posterior(p, DPNP_CHECK["eta_min"])),
             ("PnP-DM, exact likelihood step (ρ 1 → 0.05)", "smoothed posterior",
              PnPDM(likelihood_step="exact", **PNP_DM_CHECK), smoothed_posterior(p, PNP_DM_CHECK["rho_min"])),
