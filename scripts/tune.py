@@ -56,7 +56,8 @@ def load_search(sweep: Path) -> dict:
             "solver": str(choices.get("solver")), "task": str(choices.get("task")),
             "search": str(choices.get("hparams_search")), "overrides": command,
             "sampler": OmegaConf.to_container(hydra.sweeper.sampler, resolve=False),
-            "params": {k: str(v) for k, v in hydra.sweeper.params.items()}}
+            "params": {k: str(v) for k, v in hydra.sweeper.params.items()},
+            "groups": [k for k in searched if k in choices]}  # a searched config-group choice (prior=...)
 
 
 def trials(sweep: Path, search: dict) -> list[dict]:
@@ -124,7 +125,19 @@ def render(sweep: Path, search: dict, ranked: list[dict], n_failed: int) -> str:
         if runner else "# no runner-up (one complete trial).",
         f"# Written by `python scripts/tune.py {shown(sweep)}`.",
     ]
-    return "\n".join(lines) + "\n" + yaml.safe_dump(nested(best["params"]), sort_keys=False)
+    picked = [f"{k}={best['params'][k]}" for k in search["groups"] if k in best["params"]]
+    if picked:
+        lines.append(f"# The best trial also chose {' '.join(picked)}: a tuned file cannot choose a config group; "
+                     f"pass it on the command line.")
+    return "\n".join(lines) + "\n" + body(best["params"], search["groups"])
+
+
+def body(params: dict, groups: list[str]) -> str:
+    """The searched values as nested YAML. A searched config-group choice (`prior: choice(a, b)`) cannot be
+    one: as a value it would replace the group's whole node by a string, and Hydra refuses a defaults-list
+    override in a tuned file (it is chosen by interpolation, `${solver}_${task}`); the header names it."""
+    values = {k: v for k, v in params.items() if k not in groups}
+    return yaml.safe_dump(nested(values), sort_keys=False) if values else "{}\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {out}: {fmt(ranked[0]['params'])} ({search['objective']} {ranked[0]['value']:.2f}, "
           f"runner-up {ranked[1]['value']:.2f})" if len(ranked) > 1 else f"wrote {out}")
     print(text, end="")
+    if search["groups"]:
+        print(f"note: searched config groups ({', '.join(search['groups'])}) are named in the header only; "
+              f"pass the best choice on the command line.", file=sys.stderr)
 
 
 if __name__ == "__main__":

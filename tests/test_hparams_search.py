@@ -4,16 +4,16 @@
 What is checked: every shipped conf/hparams_search config composes with a validation split (a `*_val` data
 choice; none names a test split), an Optuna sweeper and searched parameters; a search asked to run on a test
 split is refused before any trial (one sentence, exit 1); the objective is the mean over all samples and a
-trial with a diverged sample fails (NaN) rather than scoring its survivors; and a 4-trial search on the tiny
-stand-ins returns each trial's mean PSNR from summary.json to Optuna (its recorded best equals the best
-summary, computed here from the trial folders), after which tune.py writes a tuned file whose header names the
+trial with a diverged sample fails (None) rather than scoring its survivors; and a 4-trial search on the tiny
+stand-ins, one of whose trials is a failing job (a missing prior file), records that trial as failed, goes on,
+lists it at the end (exit 1), and returns each other trial's mean PSNR from summary.json to Optuna (its recorded
+best equals the best summary, computed here from the trial folders), after which tune.py writes a tuned file whose header names the
 data, the trial count and the best and runner-up values, and which, loaded as conf/tuned/<solver>_<task>.yaml,
 sets the best trial's values.
 """
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +38,11 @@ hydra:
     n_jobs: 1
     max_failure_rate: 1.0
     sampler:
-      seed: 1
+      seed: 4               # draws prior=tiny for trials 0-2 and tiny_missing (a failing job) for trial 3
     params:
       solver.iters: range(1, 6)
       task.sigma: interval(0.05, 0.2)
+      prior: choice(tiny, tiny_missing)
 """
 
 
@@ -86,7 +87,7 @@ def test_objective_is_the_mean_over_all_samples():
 
     summary = {"samples": 3, "metrics": {"psnr": {"mean": 20.0, "n": 3}}}
     assert objective_value(summary, "psnr") == 20.0
-    assert math.isnan(objective_value({"samples": 3, "metrics": {"psnr": {"mean": 30.0, "n": 2}}}, "psnr"))
+    assert objective_value({"samples": 3, "metrics": {"psnr": {"mean": 30.0, "n": 2}}}, "psnr") is None  # failed
     assert objective_value(None, "psnr") is None  # a DDP rank other than 0
 
 
@@ -98,19 +99,24 @@ def test_four_trial_search_then_tune(tmp_path):
     (conf / "hparams_search" / "tiny_tiny.yaml").write_text(TINY_SEARCH)
     sweep = tmp_path / "multirun"
     out = run_py(tmp_path, "-m", "hparams_search=tiny_tiny", "data.n=3", f"hydra.sweep.dir={sweep}")
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]  # the search ran through; its failed trial is listed
+    assert "1 job(s) of the sweep failed" in out.stderr and "3_tiny_tiny_tiny_missing" in out.stderr
 
-    trials = {}
+    trials, failed = {}, []
     for job in sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")):
         given = dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+        if given["prior"] == "tiny_missing":
+            assert json.loads((job / "status.json").read_text())["status"] == "failed"
+            failed.append(job.name)
+            continue
         mean = json.loads((job / "summary.json").read_text())["metrics"]["psnr"]["mean"]
         trials[job.name] = (int(given["solver.iters"]), float(given["task.sigma"]), mean)
-    assert len(trials) == 4
+    assert len(trials) == 3 and failed == ["3_tiny_tiny_tiny_missing"]
     ranked = sorted(trials.items(), key=lambda kv: -kv[1][2])
     (best_job, (iters, sigma, best)), (_, (_, _, runner_up)) = ranked[0], ranked[1]
     told = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert told["best_value"] == pytest.approx(best, abs=1e-9)  # the job returned its summary's mean
-    assert told["best_params"] == {"solver.iters": iters, "task.sigma": pytest.approx(sigma)}
+    assert told["best_params"] == {"solver.iters": iters, "task.sigma": pytest.approx(sigma), "prior": "tiny"}
 
     tuned = conf / "tuned" / "tiny_tiny.yaml"
     env = cli_env(tmp_path)
@@ -120,7 +126,8 @@ def test_four_trial_search_then_tune(tmp_path):
     text = tuned.read_text()
     header = " ".join(line for line in text.splitlines() if line.startswith("#"))
     assert text.startswith("# @package _global_\n")
-    assert "data=tiny" in header and "4 trials (4 complete, 0 failed)" in header
+    assert "data=tiny" in header and "4 trials (3 complete, 1 failed)" in header
     assert f"Best {best:.2f}" in header and f"runner-up {runner_up:.2f}" in header and best_job in header
     cfg = compose(conf, tmp_path / "r")  # the tuned file applies to tiny × tiny like any conf/tuned file
     assert cfg.solver.iters == iters and cfg.task.sigma == pytest.approx(sigma)
+    assert "also chose prior=tiny" in header and "prior" not in yaml.safe_load(text)  # a group is no value

@@ -15,7 +15,6 @@ tunes on validation data only: a data choice whose name says test is refused bef
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -87,8 +86,10 @@ def check_search_data(cfg: DictConfig) -> None:
 
 
 def objective_value(summary: dict | None, metric: str) -> float | None:
-    """The mean of `metric` over all samples of the run; NaN (a failed trial) when any sample has no value
-    (diverged), since a mean over the survivors would reward settings that diverge on the hard samples."""
+    """The mean of `metric` over all samples of the run; None (a failed trial) when any sample has no value
+    (diverged), since a mean over the survivors would reward settings that diverge on the hard samples. None,
+    not NaN: the Optuna sweeper records a non-number as a failed trial and goes on, while optuna 2.10 refuses
+    a NaN value and the sweeper's retry as FAIL with that value raises, ending the whole search."""
     if summary is None:
         return None
     entry = summary.get("metrics", {}).get(metric)
@@ -98,7 +99,7 @@ def objective_value(summary: dict | None, metric: str) -> float | None:
     if int(entry.get("n", 0)) < int(summary.get("samples", 0)) or entry.get("mean") is None:
         log.warning("objective %s: %s of %s samples have a value; the trial counts as failed",
                     metric, entry.get("n", 0), summary.get("samples"))
-        return math.nan
+        return None
     return float(entry["mean"])
 
 
