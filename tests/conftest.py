@@ -5,6 +5,11 @@ import os
 import pytest
 import torch
 
+# Without CUDA, Triton kernels can only run in its interpreter (tests/test_triton_radon.py). Triton reads the
+# switch when it is first imported, and torch.compile's tests import it early, so it is set for the whole
+# session here; inductor's CPU backend (C++) does not use Triton, so nothing else changes.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
