@@ -167,6 +167,8 @@ def test_dps_needs_a_differentiable_prior(problem):
             solver(problem.y, problem.A, problem.gp)
     with pytest.raises(ConfigError, match="denoiser_sampler"):
         DPnP(denoiser_sampler="sde")(problem.y, problem.A, problem.prior)
+    with pytest.raises(ConfigError, match="k_settle"):
+        DPnP(k_settle=-1)(problem.y, problem.A, problem.prior)
 
 
 CLASSES = {"dps": "DPS", "diffpir": "DiffPIR", "dpnp": "DPnP", "dmplug": "DMPlug", "dolph": "DOLPH",
