@@ -2,9 +2,9 @@
 
 Each switch is checked against the same prior run eagerly in float32 (the reference): compiled and channels_last
 outputs equal it to 1e-5; bf16 outputs are close to it within a stated tolerance and come back in float32; the
-solver's own arithmetic keeps its dtypes. Compiling costs tens of seconds per network on a 2-core CPU (the
+solver's own arithmetic keeps its dtypes. Compiling costs minutes per network on a loaded 2-core CPU (the
 inductor cache, ~/.cache/invlab/inductor, makes reruns cheaper): one tiny DnCNN compile test runs in `make
-test`; DRUNet, the diffusion UNet and ADM are `slow`.
+test`; DRUNet, the diffusion UNet and ADM are `slow` (times in their docstrings).
 """
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_every_network_prior_config_has_the_speed_keys():
 # ---- compile ---------------------------------------------------------------------------------------------
 
 def test_compiled_dncnn_equals_eager_and_a_new_batch_size_does_not_recompile(tmp_path):
-    """In `make test`: ~20 s on a cold inductor cache on this CPU, a few seconds warm."""
+    """In `make test`: 55 s on a cold inductor cache, 20 s warm (2-core CPU at load average ~14)."""
     ckpt = checkpoint(tmp_path, TINY_DNCNN)
     eager, fast = LearnedDenoiser(ckpt).eval(), LearnedDenoiser(ckpt, compile=True).eval()
     assert fast.speed.describe() == "compiled (default)"
@@ -112,7 +112,7 @@ def test_compiled_dncnn_equals_eager_and_a_new_batch_size_does_not_recompile(tmp
 
 @pytest.mark.slow
 def test_compiled_drunet_equals_eager(tmp_path):
-    """slow: ~60 s cold on this CPU."""
+    """slow: 237 s on a cold inductor cache (2-core CPU at load average ~20)."""
     ckpt = checkpoint(tmp_path, SMALL_DRUNET)
     eager, fast = LearnedDenoiser(ckpt).eval(), LearnedDenoiser(ckpt, compile=True).eval()
     with torch.no_grad():
@@ -123,7 +123,7 @@ def test_compiled_drunet_equals_eager(tmp_path):
 
 @pytest.mark.slow
 def test_compiled_diffusion_unet_equals_eager():
-    """slow: ~90 s cold on this CPU. ε at fractional t, Tweedie denoise and a DDIM sample loop."""
+    """slow: 656 s cold (2-core CPU at load average ~20). ε at fractional t, Tweedie denoise, a DDIM loop."""
     eager, fast = unet_prior(), unet_prior(compile=True)
     with torch.no_grad():
         x, t = torch.randn(2, 1, 16, 16), torch.tensor([10.5, 700.0])
@@ -135,7 +135,7 @@ def test_compiled_diffusion_unet_equals_eager():
 
 @pytest.mark.slow
 def test_compiled_adm_equals_eager_through_the_config_path():
-    """slow: ~2 min cold on this CPU. The adm_small_a fixture (scale-shift, ResBlock up/down, attention)."""
+    """slow: 367 s cold (2-core CPU at load ~20). The adm_small_a fixture (scale-shift, up/down, attention)."""
     from test_zoo_adm import small_prior
 
     eager, io = small_prior("a")

@@ -69,6 +69,13 @@ def enable_compile_cache() -> Path:
 
     inductor_config.fx_graph_cache = True
     functorch_config.enable_autograd_cache = True
+    # Every prior instance and precision gets its own graph of the same `forward` (frozen weights are constants
+    # of it): with dynamo's default limit of 8 per code object, the ninth DnCNN prior of one process (a bench,
+    # the tests) silently ran eager.
+    import torch._dynamo.config as dynamo_config
+
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
     return path
 
 
