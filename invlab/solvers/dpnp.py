@@ -69,7 +69,8 @@ class DPnP(Solver):
             raise ConfigError(f"dpnp: denoiser_sampler must be ddpm|ddim and init baseline|noise|dps, got "
                               f"{self.denoiser_sampler!r}, {self.init!r}.")
         if not (isinstance(self.k_settle, int) and self.k_settle >= 0):
-            raise ConfigError(f"dpnp: k_settle (iterations at η_min) must be a whole number ≥ 0, got {self.k_settle!r}.")
+            raise ConfigError(f"dpnp: k_settle (iterations at η_min) must be a whole number ≥ 0, got "
+                              f"{self.k_settle!r}.")
         if self.init == "dps":   # the paper's warm start; DPS's own iterates are not traced
             x0 = DPS(steps=self.init_steps, zeta=self.init_zeta).solve(y, A, prior, x_init=None,
                                                                       generator=generator, trace=Trace())
