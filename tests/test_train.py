@@ -39,8 +39,13 @@ def test_every_recipe_composes_and_builds_its_net(recipe):
     assert cfg.recipe == recipe and cfg.trainer.max_steps > 0 and cfg.data.name
     assert cfg.get("val_data") is None or cfg.val_data.name  # a recipe may train without validation
     net = build_net(OmegaConf.to_container(cfg.net, resolve=True))
-    x = torch.rand(1, int(cfg.net.in_channels), 24, 24)
-    assert net(x, torch.tensor([0.1])).shape == x.shape
+    if str(cfg.net._target_).endswith("CNN1D"):
+        x = torch.rand(1, int(cfg.net.in_channels), 64)   # a spectrum (B, C, L); conditioned nets take cond too
+        out = net(x, x.clone()) if cfg.net.get("condition") else net(x)
+    else:
+        x = torch.rand(1, int(cfg.net.in_channels), 24, 24)
+        out = net(x, torch.tensor([0.1]))
+    assert out.shape == x.shape
     assert str(cfg.export).endswith(".safetensors")
 
 

@@ -48,8 +48,12 @@ def ssim(est: Tensor, truth: Tensor) -> Tensor:
     return out.reshape(-1).to(truth.dtype)
 
 
+def psnr(est: Tensor, truth: Tensor) -> Tensor:
+    """Per-image PSNR (B,) of (B, C, H, W) images in [0, 1] (data range 1; `est` is not clamped here)."""
+    return peak_signal_noise_ratio(est, truth, data_range=1.0, reduction="none", dim=(1, 2, 3)).reshape(-1)
+
+
 def image_scores(est: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
     """Per-image PSNR and SSIM, (B,) each, of `est` clamped to [0, 1] against `truth` (data range 1)."""
     e = est.clamp(0, 1)
-    psnr = peak_signal_noise_ratio(e, truth, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return psnr.reshape(-1), ssim(e, truth)
+    return psnr(e, truth), ssim(e, truth)

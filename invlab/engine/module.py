@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanMetric
 
 from invlab.engine.consistency import check_rows, is_suspect
-from invlab.engine.metrics import image_scores   # the PSNR/SSIM convention (documented there)
+from invlab.engine.metrics import image_scores, psnr   # the PSNR/SSIM convention (documented there)
 from invlab.engine.spectra import is_spectrum, spectrum_rows, spectrum_strip
 from invlab.engine.stopping import check_stop
 from invlab.engine.store import SampleStore
@@ -95,10 +95,9 @@ class BestPSNR:
     def __call__(self, k: int, xk: Tensor, info: dict) -> None:
         if not isinstance(xk, Tensor) or xk.is_complex() or xk.shape != self.x.shape:
             return
-        psnr = peak_signal_noise_ratio(xk.detach().clamp(0, 1), self.x, data_range=1.0, reduction="none",
-                                       dim=(1, 2, 3)).double().reshape(-1)
-        better = psnr > self.best  # NaN never wins
-        self.best = torch.where(better, psnr, self.best)
+        value = psnr(xk.detach().clamp(0, 1), self.x).double()
+        better = value > self.best  # NaN never wins
+        self.best = torch.where(better, value, self.best)
         self.iter = torch.where(better, torch.full_like(self.iter, k), self.iter)
 
     def rows(self) -> list[dict]:
