@@ -106,6 +106,18 @@ def test_learned_denoiser(saved):
     with pytest.raises(ShapeError) as e:
         prior.denoise(torch.rand(1, 3, 16, 16), 0.1)
     assert "1-channel" in str(e.value) and "\n" not in str(e.value)
+    assert "data.grayscale=true" in str(e.value)   # a gray prior on colour data: make the data gray
+
+
+def test_a_colour_prior_on_gray_data_points_to_colour_data():
+    from invlab.priors.base import Prior
+
+    prior = Prior()
+    prior.channels = 3
+    with pytest.raises(ShapeError) as e:
+        prior.check_input(torch.rand(1, 1, 16, 16))
+    msg = str(e.value)
+    assert "3-channel" in msg and "data.grayscale=false" in msg and "data.grayscale=true" not in msg
 
 
 def test_gradients_flow_through_the_prior_when_enabled(saved):

@@ -19,6 +19,15 @@ from invlab.errors import ShapeError
 from invlab.priors.speed import Speed
 
 
+def channel_hint(channels: int) -> str:
+    """What to change in the data config for a prior of `channels` channels (colour priors need colour data)."""
+    if channels == 3:
+        return "a colour prior: data.grayscale=false for a folder, or data=color_test"
+    if channels == 1:
+        return "a grayscale prior: data.grayscale=true for a folder, or data=gray_test"
+    return f"a {channels}-channel prior"
+
+
 @dataclass
 class CallStats:
     nfe: int = 0
@@ -80,7 +89,7 @@ class Prior(nn.Module):
         if self.channels is not None and x.shape[1] != self.channels:
             raise ShapeError(
                 f"the prior {self.describe()} was trained on {self.channels}-channel images but the data "
-                f"has {x.shape[1]} channels; choose a matching prior or data (e.g. data.grayscale=true).")
+                f"has {x.shape[1]} channels; choose a matching prior or data ({channel_hint(self.channels)}).")
 
     def describe(self) -> str:
         return type(self).__name__
