@@ -222,3 +222,19 @@ def test_bf16_runs_inside_the_network_only():
     res = build(load_option("solver", "pnp_admm", ["iters=2"]))(y, A, LearnedDenoiser("dncnn_gray",
                                                                                        precision="bf16"))
     assert res.x.dtype == torch.float32 and res.nfe == 2
+
+
+def test_the_compile_cache_is_persistent_even_after_lightning_set_its_temp_default(monkeypatch, tmp_path):
+    """Importing lightning writes inductor's /tmp default into TORCHINDUCTOR_CACHE_DIR; that must not count as
+    the user's choice, while a directory the user sets does."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir as torch_default
+
+    from invlab.priors import speed
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", torch_default())
+    assert speed.enable_compile_cache() == tmp_path / ".cache" / "invlab" / "inductor"
+    assert Path(__import__("os").environ["TORCHINDUCTOR_CACHE_DIR"]) == tmp_path / ".cache" / "invlab" / "inductor"
+    mine = tmp_path / "mine"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(mine))
+    assert speed.enable_compile_cache() == mine and mine.is_dir()

@@ -56,14 +56,22 @@ def _graph_count() -> int:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path.home() / ".cache" / "invlab" / "inductor")
+    """The user's TORCHINDUCTOR_CACHE_DIR, else ~/.cache/invlab/inductor. Importing lightning makes inductor
+    write its own temp-dir default (/tmp/torchinductor_<user>) into that variable, so that value counts as
+    unset: a cache under /tmp does not survive a reboot."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir as torch_default
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen and os.path.abspath(chosen) != os.path.abspath(torch_default()):
+        return Path(chosen)
+    return Path.home() / ".cache" / "invlab" / "inductor"
 
 
 def enable_compile_cache() -> Path:
     """Point inductor at the persistent cache (unless the user chose one) and switch its caches on."""
     path = default_cache_dir()
     path.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
 
