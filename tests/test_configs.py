@@ -81,6 +81,15 @@ def test_the_run_groups_are_the_ones_this_file_builds():
 def build_data(cfg: DictConfig, tmp_path: Path) -> None:
     node = cfg.data
     spectra = str(node.get("_target_", "")).startswith("invlab.data.spectra.")  # (C, L) items (issue 15)
+    video = str(node.get("_target_", "")).startswith("invlab.data.video.")  # (C, T, H, W) clips (issue 15)
+    if video and "path" in node.keys() and OmegaConf.is_missing(node, "path"):  # video_folder: 8 PNG frames
+        from PIL import Image
+
+        folder = tmp_path / "frames"
+        folder.mkdir()
+        for i in range(8):
+            Image.fromarray((torch.rand(24, 24) * 255).to(torch.uint8).numpy()).save(folder / f"f{i:02d}.png")
+        node.path = str(folder)
     if spectra and "path" in node.keys() and OmegaConf.is_missing(node, "path"):  # nmr_folder: NMRPipe files
         import nmrglue as ng
         import numpy as np
@@ -107,7 +116,7 @@ def build_data(cfg: DictConfig, tmp_path: Path) -> None:
     dataset = build(node)
     assert len(dataset) >= 1
     x = dataset[0]["x"]
-    assert isinstance(x, torch.Tensor) and x.dim() == (2 if spectra else 3) and x.dtype == torch.float32
+    assert isinstance(x, torch.Tensor) and x.dim() == (2 if spectra else 4 if video else 3) and x.dtype == torch.float32
     if spectra:  # scaled to maximum 1, not clamped (dispersion and baseline may go negative)
         assert x.shape[-1] == 64 and torch.isfinite(x).all() and float(x.max()) == pytest.approx(1.0)
         return
@@ -163,6 +172,11 @@ def check_prior(prior, node: DictConfig) -> None:
     x = torch.full((1, getattr(prior, "channels", None) or 1, 16, 16), 0.5)
     if getattr(prior, "input_ndim", 4) == 3:  # a spectrum prior: (B, C, L)
         x = torch.full((1, getattr(prior, "channels", None) or 1, 64), 0.5)
+    if getattr(prior, "input_ndim", 4) == 5:  # a conditional video prior (FLAIR): eps(x_t, t, condition)
+        x = torch.zeros(1, prior.channels, prior.frames, 16, 16)
+        out = prior.eps(x, 500, torch.zeros(1, prior.net.cond_channels, *x.shape[2:]))
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        return
     shape = node.get("shape")
     if shape is not None:  # exact priors on a fixed image shape
         x = torch.full((1, *shape), 0.5)

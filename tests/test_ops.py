@@ -16,9 +16,15 @@ CHANNELS = [1, 3]   # gray and colour: every operator acts on each channel alike
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def example_shape(name: str | None, channels: int = 1) -> tuple[int, ...]:
+    """(C, 16, 16) images, or (C, T, 16, 16) clips for the video operators (invlab/ops/video.py)."""
+    frames = getattr(OPERATORS[name], "example_frames", None) if name else None
+    return (channels, *([frames] if frames else []), *SHAPE[1:])
+
+
 def make(name: str, dtype=torch.float64, seed: int = 0, channels: int = 1):
-    shape = (channels, *SHAPE[1:])
-    return OPERATORS[name].example(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    return OPERATORS[name].example(example_shape(name, channels),
+                                   generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
 def rand_like_measurement(y: torch.Tensor, seed: int = 1) -> torch.Tensor:
@@ -32,13 +38,15 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
-def images(batch=2, dtype=torch.float64, seed=2, channels=1):
-    return torch.rand(batch, channels, *SHAPE[1:], generator=torch.Generator().manual_seed(seed), dtype=dtype)
+def images(batch=2, dtype=torch.float64, seed=2, channels=1, name=None):
+    return torch.rand(batch, *example_shape(name, channels), generator=torch.Generator().manual_seed(seed),
+                      dtype=dtype)
 
 
 def test_registry_covers_every_operator_family():
     expected = {"identity", "blur", "super_resolution", "mask", "cs", "mri", "mri_multicoil", "radon",
-                "phase_retrieval", "coded_phase_retrieval", "quantized", "nonlinear_blur"}
+                "phase_retrieval", "coded_phase_retrieval", "quantized", "nonlinear_blur",
+                "video_super_resolution", "video_blur", "video_frame_mask"}
     assert expected <= set(OPERATORS)
 
 
@@ -47,7 +55,7 @@ def test_registry_covers_every_operator_family():
 @pytest.mark.parametrize("name", LINEAR)
 def test_linear_operator_properties(name, channels):
     A = make(name, channels=channels)
-    x = images(channels=channels)
+    x = images(channels=channels, name=name)
     ax = A(x)
     assert tuple(ax.shape) == (2, *A.out_shape)
     y = rand_like_measurement(ax)
@@ -56,10 +64,10 @@ def test_linear_operator_properties(name, channels):
     assert torch.allclose(lhs, rhs, rtol=1e-10, atol=1e-10 * float(lhs.abs().max())), (lhs, rhs)
 
     # prox optimality: Aᵀ(Ap − y) + ρ(p − z) = 0 (CG fallbacks stop at a 1e-6 relative residual)
-    z, rho = images(seed=3, channels=channels), torch.tensor([0.3, 2.0], dtype=torch.float64)
+    z, rho = images(seed=3, channels=channels, name=name), torch.tensor([0.3, 2.0], dtype=torch.float64)
     p = A.prox_l2(z, y, rho)
-    residual = A.adjoint(A(p) - y) + rho.view(-1, 1, 1, 1) * (p - z)
-    assert float(residual.norm() / (A.adjoint(y) + rho.view(-1, 1, 1, 1) * z).norm()) < 1e-5
+    residual = A.adjoint(A(p) - y) + rho.view(-1, *[1] * (x.dim() - 1)) * (p - z)
+    assert float(residual.norm() / (A.adjoint(y) + rho.view(-1, *[1] * (x.dim() - 1)) * z).norm()) < 1e-5
     p_scalar = A.prox_l2(z, y, 0.3)
     assert rel(p_scalar[0], p[0]) < 1e-5
 
@@ -72,7 +80,7 @@ def test_linear_operator_properties(name, channels):
 @pytest.mark.parametrize("name", LINEAR)
 def test_linear_dtypes_and_shapes_float32(name, channels):
     A = make(name, torch.float32, channels=channels)
-    x = images(dtype=torch.float32, channels=channels)
+    x = images(dtype=torch.float32, channels=channels, name=name)
     y = A(x)
     assert y.dtype in (torch.float32, torch.complex64)
     for out in (A.adjoint(y), A.pinv(y), A.prox_l2(x, y, 0.5), A.baseline(y), A.grad(x, y)):
@@ -84,20 +92,20 @@ def test_linear_dtypes_and_shapes_float32(name, channels):
 @pytest.mark.parametrize("name", NONLINEAR)
 def test_nonlinear_operator_properties(name, channels):
     A = make(name, channels=channels)
-    x = images(channels=channels)
-    y = A(images(seed=5, channels=channels)).detach()
+    x = images(channels=channels, name=name)
+    y = A(images(seed=5, channels=channels, name=name)).detach()
     if name == "quantized":   # measurements are bits
         y = torch.where(torch.rand_like(y) < torch.sigmoid(y), 1.0, -1.0).to(y.dtype)
     assert tuple(A(x).shape) == (2, *A.out_shape)
 
     # gradient vs central finite differences along a random direction
-    v = images(seed=6, channels=channels) - 0.5
+    v = images(seed=6, channels=channels, name=name) - 0.5
     eps = 1e-6
     fd = (A.data_fidelity(x + eps * v, y) - A.data_fidelity(x - eps * v, y)) / (2 * eps)
     assert torch.allclose(batch_dot(A.grad(x, y), v), fd, rtol=1e-5, atol=1e-7)
 
     # the prox decreases ½‖A(x) − y‖²-type objective relative to its starting point z
-    z, rho = images(seed=7, channels=channels), 1.0
+    z, rho = images(seed=7, channels=channels, name=name), 1.0
     objective = lambda u: A.data_fidelity(u, y) + 0.5 * rho * ((u - z) ** 2).flatten(1).sum(1)  # noqa: E731
     p = A.prox_l2(z, y, rho)
     assert p.shape == z.shape
@@ -109,7 +117,7 @@ def test_nonlinear_operator_properties(name, channels):
 @pytest.mark.parametrize("name", NONLINEAR)
 def test_nonlinear_dtypes_float32(name, channels):
     A = make(name, torch.float32, channels=channels)
-    x = images(dtype=torch.float32, channels=channels)
+    x = images(dtype=torch.float32, channels=channels, name=name)
     y = A(x)
     assert y.dtype == torch.float32
     for out in (A.grad(x, y), A.prox_l2(x, y, 1.0, iters=3), A.baseline(y)):
@@ -121,7 +129,7 @@ def test_nonlinear_dtypes_float32(name, channels):
 @pytest.mark.parametrize("name", sorted(OPERATORS))
 def test_wrong_shapes_raise_one_sentence_shape_error(name, channels):
     A = make(name, torch.float32, channels=channels)
-    good, bad = images(dtype=torch.float32, channels=channels), torch.rand(2, channels, 12, 16)
+    good, bad = images(dtype=torch.float32, channels=channels, name=name), torch.rand(2, channels, 12, 16)
     y = A(good)
     other_channels = torch.rand(2, 4 - channels, 16, 16)   # 3 channels for a gray operator, 1 for colour
     calls = [lambda: A(bad), lambda: A(other_channels), lambda: A(torch.rand(16, 16)), lambda: A.prox_l2(bad, y, 1.0),
@@ -138,7 +146,7 @@ def test_wrong_shapes_raise_one_sentence_shape_error(name, channels):
 @pytest.mark.parametrize("name", sorted(OPERATORS))
 def test_device(name, device):
     A = make(name, torch.float32).to(device)
-    x = images(dtype=torch.float32).to(device)
+    x = images(dtype=torch.float32, name=name).to(device)
     y = A(x)
     outs = [y, A.grad(x, y), A.prox_l2(x, y, 1.0, iters=3), A.baseline(y)]
     outs += [A.adjoint(y), A.pinv(y)] if A.is_linear else []
@@ -152,7 +160,7 @@ def test_colour_operator_is_the_gray_operator_on_each_channel(name):
     results stacked. The colour operator must equal it for A, Aᵀ, A⁺, the baseline and the prox (one random
     kernel/mask/matrix/code shared by the channels; per-channel application is the convention)."""
     A1, A3 = make(name, channels=1), make(name, channels=3)
-    x, z = images(channels=3), images(seed=3, channels=3)
+    x, z = images(channels=3, name=name), images(seed=3, channels=3, name=name)
     per_channel = lambda f: torch.cat([f(x[:, c:c + 1], c) for c in range(3)], 1)  # noqa: E731
     y = A3(x)
     assert tuple(y.shape) == (2, *A3.out_shape) and A3.out_shape[0] == 3
@@ -195,12 +203,12 @@ def _overrides():
 @pytest.mark.parametrize("name,method", _overrides())
 def test_closed_form_matches_fallback(name, method, channels):
     A = make(name, channels=channels)
-    x = images(channels=channels)
+    x = images(channels=channels, name=name)
     y = A(x) + 0.1 * rand_like_measurement(A(x))
     if method == "adjoint":
         assert rel(A.adjoint(y), LinearOperator.adjoint(A, y)) < 1e-10
     elif method == "prox_l2":
-        z, rho = images(seed=3, channels=channels), torch.tensor([0.05, 1.0], dtype=torch.float64)
+        z, rho = images(seed=3, channels=channels, name=name), torch.tensor([0.05, 1.0], dtype=torch.float64)
         ref = LinearOperator.prox_l2(A, z, y, rho, iters=1000)
         assert rel(A.prox_l2(z, y, rho), ref) < 1e-5
     else:  # both solve (AᵀA + eps I) x = Aᵀy; masks use the exact inverse, 1e-4 away

@@ -53,9 +53,9 @@ def preflight(dataset, task, prior, solver, seed: int) -> None:
         raise ConfigError("the dataset is empty (check data.limit and the data path).")
     item = dataset[0]
     x = item["x"]
-    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):  # (C, H, W) images or (C, L) spectra
-        raise ShapeError(f"the dataset must give (C, H, W) image or (C, L) spectrum tensors but gave "
-                         f"{getattr(x, 'shape', type(x))}.")
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3, 4):  # (C, H, W) images, (C, L) spectra,
+        raise ShapeError(f"the dataset must give (C, H, W) image, (C, L) spectrum or (C, T, H, W) clip "  # clips
+                         f"tensors but gave {getattr(x, 'shape', type(x))}.")
     xb = x[None]
     if prior is not None and hasattr(solver, "check_prior"):  # a solver whose prior sees something else (APnP: Dx)
         solver.check_prior(prior, xb)

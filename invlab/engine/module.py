@@ -40,6 +40,7 @@ from invlab.engine.consistency import check_rows, is_suspect
 from invlab.engine.metrics import image_scores, psnr   # the PSNR/SSIM convention (documented there)
 from invlab.engine.spectra import is_spectrum, spectrum_rows, spectrum_strip
 from invlab.engine.stopping import check_stop
+from invlab.engine.video import is_video, video_rows, video_strip
 from invlab.engine.store import SampleStore
 from invlab.utils import images
 
@@ -189,7 +190,15 @@ class Reconstruction(L.LightningModule):
         xhat = res.x.detach()
         baseline = self._baseline(A, y, x)
         spectra = is_spectrum(x)  # (B, C, L): snr, peak errors, a plotted strip (engine/spectra.py)
-        rows = spectrum_rows(x, xhat, baseline, self.means) if spectra else self._metrics(x, xhat, baseline)
+        video = is_video(x)       # (B, C, T, H, W): per-clip PSNR/SSIM, flicker, warp error (engine/video.py)
+        if spectra:
+            rows = spectrum_rows(x, xhat, baseline, self.means)
+        elif video:
+            motion = getattr(self.dataset, "motion", None)  # known camera motion (face_clips) for warp_err
+            rows = video_rows(x, xhat, baseline, None if motion is None else motion[indices].to(x.device),
+                              self.means)
+        else:
+            rows = self._metrics(x, xhat, baseline)
         for row, check in zip(rows, check_rows(A, y, xhat, torch.isfinite(xhat).flatten(1).all(1))):
             row.update(check)  # residual_ratio, saturation: far from the data or saturated -> suspect
             if row["status"] == "ok" and is_suspect(check):
@@ -211,6 +220,7 @@ class Reconstruction(L.LightningModule):
             if files is not None:
                 row["source"] = files[index]
             strip = spectrum_strip(x[j], y[j], xhat[j]) if spectra else \
+                video_strip(x[j], None if baseline is None else baseline[j], xhat[j]) if video else \
                 images.grid([[images.to_uint8(x[j])],
                              [measurement_image(None if baseline is None else baseline[j], y[j], x[j])],
                              [images.to_uint8(xhat[j])]])

@@ -22,7 +22,8 @@ METRICS = ["psnr", "ssim", "psnr_input", "ssim_input", "nfe", "seconds", "net_se
 # it out would hide a failing run behind the samples that worked); diverged ones have none
 FINISHED = ("ok", "suspect")
 OPTIONAL = ["psnr_best", "iter_best", "iter_stop", "kernel_error", "psnr_aligned", "ssim_aligned",
-            "snr", "snr_input", "snr_gain", "peak_pos_err", "peak_height_err"]   # spectra (engine/spectra.py)
+            "snr", "snr_input", "snr_gain", "peak_pos_err", "peak_height_err",   # spectra (engine/spectra.py)
+            "flicker", "flicker_input", "warp_err", "warp_err_input", "warp_err_truth"]   # videos (engine/video.py)
 
 
 def write_results_csv(rows: list[dict], path: Path) -> None:
@@ -105,6 +106,9 @@ def format_summary(summary: dict) -> str:
         *([f"  SNR {fmt('snr', 2)} dB (input {fmt('snr_input', 2)}; gain {fmt('snr_gain', 2)})   peak position error "
            f"{fmt('peak_pos_err', 2)} points, height error {fmt('peak_height_err', 3)}"]
           if "snr" in summary["metrics"] else []),
+        *([f"  flicker {fmt('flicker', 4)} (input {fmt('flicker_input', 4)})   warping error {fmt('warp_err', 4)} "
+           f"(input {fmt('warp_err_input', 4)}; truth {fmt('warp_err_truth', 4)})"]
+          if "flicker" in summary["metrics"] else []),
         *([f"  WARNING: {summary['counts']['suspect']} suspect sample(s): far from their measurement "
            f"(residual_ratio > 1) or saturated (saturation >= 0.25) in results.csv; an untrained or "
            f"mismatched prior?"] if summary["counts"].get("suspect") else []),

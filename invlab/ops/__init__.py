@@ -11,10 +11,11 @@ from invlab.ops.quantize import OneBitQuantized
 from invlab.ops.radon import Radon
 from invlab.ops.resample import SuperResolution
 from invlab.ops.task import Task
+from invlab.ops.video import VideoBlur, VideoFrameMask, VideoSuperResolution
 
 __all__ = [
     "OPERATORS", "Operator", "LinearOperator", "register", "Blur", "CompressedSensing", "Identity", "Mask",
     "SingleCoilMRI", "MultiCoilMRI", "NOISES", "Noise", "Gaussian", "Poisson", "LogisticDither",
     "make_noise", "NonlinearBlur", "FourierPhaseRetrieval", "CodedPhaseRetrieval", "OneBitQuantized",
-    "Radon", "SuperResolution", "Task",
+    "Radon", "SuperResolution", "Task", "VideoBlur", "VideoFrameMask", "VideoSuperResolution",
 ]

@@ -126,7 +126,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None):
 def model_card_markdown(name: str, arch: dict, card: dict) -> str:
     """A human-readable model card built from the card dict."""
     kwargs = ", ".join(f"{k}={v}" for k, v in arch.items() if k != "_target_")
-    kind = "diffusion" if card.get("kind") == "diffusion" else "denoiser"
+    kind = {"diffusion": "diffusion", "conditional_video_diffusion": "conditional video diffusion"}.get(
+        str(card.get("kind")), "denoiser")
     lines = [f"# {name}", "", f"Learned {kind} prior for invlab: `{arch.get('_target_')}({kwargs})`.", ""]
     if card.get("recipe"):
         recipe = str(card["recipe"])  # recipes live in conf/experiment/train/; accept either spelling
@@ -141,6 +142,13 @@ def model_card_markdown(name: str, arch: dict, card: dict) -> str:
                   "| metric | validation | test |", "| --- | --- | --- |"]
         lines += [f"| {k} | {v:.2f} | {test.get(k, float('nan')):.2f} |" for k, v in sorted(metrics.items())]
         lines.append("")
+    elif metrics and card.get("kind") == "conditional_video_diffusion":  # FLAIR (invlab/train/video.py)
+        lines += ["## Held-out metrics", "", f"On `{card.get('val_data', '?')}` (validation clips): PSNR (dB, mean over "
+                  "clips, clamped to [0, 1]) of the one-step conditional estimate x̂0(x_t, t | condition) with fixed "
+                  "seeded noise, per task; the sampler's numbers are in experiments/flair/:", "",
+                  "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in sorted(metrics.items())]
+        lines.append("")
     elif metrics:
         lines += ["## Held-out metrics", "", f"On `{card.get('val_data', '?')}` (noisy inputs with fixed seeded "
                   "noise, PSNR in dB, mean over images, outputs clamped to [0, 1]):", "",
@@ -153,5 +161,7 @@ def model_card_markdown(name: str, arch: dict, card: dict) -> str:
               for k, v in card.items() if k != "metrics"]
     lines += ["", "Spectra are float32 (B, 1, L) scaled to maximum 1; noise levels are in the same units (σ = 1/SNR)."
               if card.get("kind") == "spectrum_denoiser" else
+              "Clips are float32 (B, C, T, H, W) in [0, 1] (the net works on [-1, 1]); noise levels in [0, 1] units."
+              if card.get("kind") == "conditional_video_diffusion" else
               "Images are float32 in [0, 1]; noise levels are in the same units (σ=25/255 ≈ 0.098).", ""]
     return "\n".join(lines)

@@ -75,6 +75,9 @@ class DiffusionPrior(Prior):
             if "schedule" not in card:
                 raise CheckpointError(f"{checkpoint} holds a {arch.get('_target_')} without a diffusion schedule in "
                                       f"its card: it is not a diffusion model (a denoiser loads with prior=learned).")
+            if card.get("kind") == "conditional_video_diffusion":
+                raise CheckpointError(f"{checkpoint} is a conditional video diffusion model; load it with "
+                                      f"prior=flair_faces or prior=flair_frame and solver=flair.")
             schedule = DDPMSchedule.from_dict(card.get("schedule"))
             channels = card.get("channels", getattr(net, "in_channels", None))
             image_size = card.get("image_size")

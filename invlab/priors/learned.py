@@ -26,6 +26,9 @@ class LearnedDenoiser(Prior):
         if card.get("kind") == "diffusion":  # its net takes a timestep, not a noise level
             raise CheckpointError(f"{checkpoint} is a diffusion model; load it with its own prior config "
                                   f"(e.g. prior=ddpm_mnist) or invlab.priors.diffusion.DiffusionPrior.")
+        if card.get("kind") == "conditional_video_diffusion":  # FLAIR's net takes a clip, t and a condition
+            raise CheckpointError(f"{checkpoint} is a conditional video diffusion model; load it with prior=flair_faces "
+                                  f"or prior=flair_frame (invlab.priors.video.ConditionalVideoPrior) and solver=flair.")
         if card.get("kind") == "spectrum_denoiser":  # a 1-D CNN for (B, C, L) spectra
             raise CheckpointError(f"{checkpoint} is a 1-D spectrum denoiser; load it with prior=tvcondnet or "
                                   f"prior=cnn1d_nmr (invlab.priors.spectral.SpectrumDenoiser).")
