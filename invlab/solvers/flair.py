@@ -2,8 +2,10 @@
 reference/methods.md, whose sections cover the other seed methods): conditional reverse diffusion on clips
 (B, C, T, H, W) with an analytic data-consistency projection and a coarse-to-fine face-region weighting.
 
-Per step t → t' of a DDIM subsequence of the prior's schedule (`steps` network calls in all), on the model's
-[-1, 1] scale, with cond = condition(A, y) fixed for the run (invlab.priors.video):
+Per step t → t' of a DDIM subsequence of the prior's schedule (`steps` network calls in all; with `start` < 1
+only its steps at t ≤ start·T, started from the baseline clip diffused to the first of them, a warm start as in
+Chung et al.'s "come closer, diffuse faster"), on the model's [-1, 1] scale, with cond = condition(A, y) fixed
+for the run (invlab.priors.video):
     ε̂ = ε_θ(z_t, t | cond),  x̂0 = (z_t − √(1−ᾱ_t) ε̂)/√ᾱ_t, clamped to [-1, 1], in image units x0
     δ = Aᵀ(AAᵀ + ε·I)⁻¹(y − A x0)           the data-consistency correction (A.project; ε = σ_y²/dc_var, or
                                               0 with dc_var=null: the exact projection onto {Ax = y})
@@ -80,6 +82,7 @@ class FLAIR(Solver):
     face_bg_start: float = 0.3          # background weight at the first step (1 at the last)
     coarse_frac: float = 0.5            # share of the steps whose correction is low-passed
     coarse_sigma: float = 2.0           # its std in pixels at the first step (→ 0 at coarse_frac)
+    start: float = 1.0                  # first step at t = start·T from the noised baseline clip (1: pure noise)
     clip: bool = True
 
     def solve(self, y: Tensor, A, prior, *, x_init: Tensor | None, generator: torch.Generator | None,
@@ -100,9 +103,16 @@ class FLAIR(Solver):
         sigma = sigma_y_per_sample(A, y)
         eps_dc = 0.0 if self.dc_var is None else float(sigma.max()) ** 2 / self.dc_var
         face = face_map(*shape[-2:], self.face_center, self.face_axes, device=y.device)
-        pairs = descending_pairs(schedule.timesteps(self.steps, self.skip).tolist())
+        if not 0 < self.start <= 1:
+            raise ConfigError(f"flair: start must be in (0, 1], got {self.start}.")
+        seq = schedule.timesteps(self.steps, self.skip).tolist()
+        top = self.start * (schedule.num_steps - 1)
+        pairs = [(t, t_prev) for t, t_prev in descending_pairs(seq) if t <= top + 1e-9] or descending_pairs(seq)[-1:]
         n_coarse = self.coarse_frac * len(pairs)
         z = randn()
+        if self.start < 1:  # diffuse the baseline clip to the first step (warm start): z_t = √ᾱ z_b + √(1−ᾱ) n
+            ab = float(schedule.alpha_bar(pairs[0][0]))
+            z = ab ** 0.5 * cond[:, :shape[1]] + (1 - ab) ** 0.5 * z
         x0 = from_model(z)
         for k, (t, t_prev) in enumerate(pairs):
             tt = torch.full((shape[0],), float(t), device=y.device)
