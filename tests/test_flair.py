@@ -170,6 +170,8 @@ def test_flair_sampler_ends_on_the_measurements_for_sr_and_frames(tmp_path):
         res = FLAIR(steps=4, dc_var=None, clip=False)(y, A, prior, generator=torch.Generator().manual_seed(0))
         assert res.x.shape == x.shape and res.nfe == 4
         assert torch.allclose(A(res.x), y, atol=1e-5)   # the last step is the exact projection everywhere
+    warm = FLAIR(steps=10, start=0.3)(y, A, prior, generator=torch.Generator().manual_seed(0))
+    assert warm.nfe == 3 and warm.x.shape == x.shape   # only the steps at t <= 0.3·T
     with pytest.raises(ShapeError, match="8 frames"):
         prior.check_input(torch.rand(1, 1, 6, 32, 32))
     with pytest.raises(ShapeError, match="1-channel"):
@@ -197,3 +199,22 @@ def test_flair_runs_from_the_cli_and_bad_input_is_one_sentence(tmp_path):
     assert "error: " in bad.stderr and "8 frames" in bad.stderr and "data.frames=8" in bad.stderr
     bad = _run("solver=flair", f"run_dir={tmp_path / 'img'}", "data=lfw", "task=sr4", *common, ok=False)
     assert "error: " in bad.stderr and "clips (B, C, T, H, W)" in bad.stderr
+
+
+@pytest.mark.slow
+def test_train_flair_recipes_export_cards(tmp_path):
+    from invlab.priors.checkpoint import read_metadata
+
+    for recipe in ("flair_faces", "flair_frame"):
+        export = tmp_path / f"{recipe}.safetensors"
+        r = subprocess.run([sys.executable, str(REPO / "train.py"), f"experiment=train/{recipe}", "trainer.max_steps=2",
+                            "trainer.max_time=null", "data.limit=12", "val_data.limit=4", "net.channels=8",
+                            "loader.batch_size=4", "trainer.val_check_interval=2", "logger=none",
+                            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                            f"export={export}", f"hydra.run.dir={tmp_path / recipe}"],
+                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        meta = read_metadata(export)
+        assert meta["card"]["kind"] == "conditional_video_diffusion" and meta["card"]["steps"] == 2
+        assert meta["arch"]["temporal"] is (recipe == "flair_faces")
+        assert set(meta["card"]["metrics"]) == {f"psnr_x0_t300_{t}" for t in ("video_sr4", "video_deblur", "video_interp")}
