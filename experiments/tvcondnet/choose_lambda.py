@@ -4,7 +4,7 @@
 
 Two rules are tuned: σ = the true noise level (the TV baseline, prior=tv1d, given σ_y by the solver) and
 σ = σ̂(y) estimated from the spectrum (TVCondNet's condition, module.tv_weight). Prints one line per weight
-and writes lambda.json beside this file.
+and writes lambda.json beside this file (or into `--out`).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent, help="folder for lambda.json")
     args = ap.parse_args()
     val = nmr_synth(split="val", n=args.n)
     x, y, sigma = val.spectra.double(), val.noisy.double(), val.sigma.double()
@@ -40,7 +41,8 @@ def main() -> None:
             print(f"{rule:10s} weight={w:<5g} mean SNR {snr:.3f} dB")
         best[rule] = {"weight": WEIGHTS[int(np.argmax(scores))], "val_snr": round(max(scores), 3)}
     print(json.dumps(best))
-    (Path(__file__).parent / "lambda.json").write_text(json.dumps({**best, "n_val": len(val)}, indent=1) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "lambda.json").write_text(json.dumps({**best, "n_val": len(val)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,127 @@
+"""`python reproduce.py paper=<name>`: every paper config composes at every scale (and each run.py stage's
+arguments compose against run.py's config), one paper runs end to end at scale=smoke and writes its table and
+figure, a rerun skips the finished stages, and a failing stage is reported without losing the others."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from invlab.cli.reproduce import launcher_args, merge_overrides, runs_on, stage_argv
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+PAPERS = sorted(p.stem for p in (CONF / "paper").glob("*.yaml"))
+FIXTURES = REPO / "tests" / "fixtures" / "reproduce"
+# A paper at scale=paper may need what only its user has (the FFHQ checkpoint and images).
+NEEDS = {"diffusion": ["paper.checkpoint=/ckpt/ffhq_10m.pt", "paper.data_path=/data/ffhq"]}
+
+
+def compose(config: str, overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config, overrides=overrides)
+
+
+def first_point(args: list[str]) -> list[str]:
+    """A sweep's first job: `-m` and hydra.* dropped, each swept `key=a,b` as `key=a`."""
+    out = []
+    for a in args:
+        if a == "-m" or a.startswith("hydra."):
+            continue
+        key, eq, value = a.partition("=")
+        out.append(f"{key}={value.split(',')[0]}" if eq and "[" not in value else a)
+    return out
+
+
+def reproduce(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "reproduce.py", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_papers_are_the_experiment_folders():
+    assert PAPERS, "no conf/paper/*.yaml"
+    for name in PAPERS:
+        assert (REPO / "experiments" / name).is_dir(), f"conf/paper/{name}.yaml names no experiments/ folder"
+        assert not (REPO / "experiments" / name / "run.sh").exists(), f"experiments/{name}/run.sh: use reproduce.py"
+        assert f"reproduce.py paper={name}" in (REPO / "experiments" / name / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_paper_composes_at_every_scale(name, tmp_path):
+    cfg = compose("reproduce", [f"paper={name}", *NEEDS.get(name, [])])
+    paper = cfg.paper
+    assert paper.name == name and set(paper.scales) >= {"cpu", "paper", "smoke"}
+    for scale in paper.scales:
+        stages = [s for s in paper.stages if runs_on(paper, s, scale)]
+        assert stages, f"{name} has no stage at scale={scale}"
+        for stage in stages:
+            assert set(paper.stages[stage].get("needs") or []) <= set(paper.stages), f"{name}.{stage}: needs"
+            argv = stage_argv(paper, stage, scale, tmp_path)
+            assert (REPO / argv[0]).is_file(), f"{name}.{stage}: no script {argv[0]}"
+            assert str(tmp_path / stage) in " ".join(argv) or "{dir}" not in str(paper.stages[stage].cmd)
+            if argv[0] == "run.py":  # its arguments compose against run.py's own config
+                job = compose("config", first_point(argv[1:]))
+                assert job.solver.name and job.task.name
+
+
+def test_merge_overrides_later_wins():
+    assert merge_overrides(["run.py", "-m", "solver.iters=30,100", "task=a", "--x", "solver.iters=2"]) == \
+        ["run.py", "-m", "solver.iters=2", "task=a", "--x"]
+
+
+def test_bad_paper_and_scale_are_one_clear_error(tmp_path):
+    res = reproduce("paper=nope", f"out={tmp_path}")
+    assert res.returncode != 0 and "paper/nope" in res.stderr and "apnp" in res.stderr
+    res = reproduce("paper=apnp", "scale=huge", f"out={tmp_path}")
+    assert res.returncode == 1 and "scale=huge is not a scale of paper=apnp (choices: cpu, paper, smoke)" in res.stderr
+
+
+def test_smoke_end_to_end_then_rerun_skips(tmp_path):
+    """bcpnp at scale=smoke: the sweep (3 modes × 2 tasks, 1 image, 2 iterations) and the kernel table."""
+    res = reproduce("paper=bcpnp", "scale=smoke", f"out={tmp_path}")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    table = (tmp_path / "table.md").read_text()
+    for mode in ("blind", "fixed", "oracle"):
+        for task in ("deblur", "deblur_motion"):
+            assert f"| test | bcpnp {mode} | {task} | " in table
+    assert "scale=smoke" in table and (tmp_path / "table.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "test" / ".reproduce.json").read_text())["status"] == "ok"
+    assert not (REPO / "experiments" / "bcpnp" / "table.md").exists() or "scale=smoke" not in \
+        (REPO / "experiments" / "bcpnp" / "table.md").read_text()
+    again = reproduce("paper=bcpnp", "scale=smoke", f"out={tmp_path}")
+    assert again.returncode == 0
+    assert "test: done already" in again.stdout and "kernel_table: done already" in again.stdout
+    assert (tmp_path / "table.md").read_text().split("\n", 4)[4] == table.split("\n", 4)[4]
+
+
+def test_failing_stage_is_reported_and_the_others_run(tmp_path):
+    res = reproduce("paper=broken", f"hydra.searchpath=[file://{FIXTURES}]", f"out={tmp_path}",
+                    f"table_dir={tmp_path}")
+    assert res.returncode == 1
+    assert "2 of 3 stage(s) of paper=broken did not finish" in res.stderr
+    assert "bad: failed (exit 1)" in res.stderr and "after_bad: skipped: needs bad" in res.stderr
+    assert json.loads((tmp_path / "good" / "status.json").read_text())["status"] == "ok"
+    table = (tmp_path / "table.md").read_text()
+    assert "| good | pnp_admm | deblur | " in table
+    assert "solver.iters" in (tmp_path / "bad" / "reproduce.log").read_text()
+    again = reproduce("paper=broken", f"hydra.searchpath=[file://{FIXTURES}]", f"out={tmp_path}",
+                      f"table_dir={tmp_path}")
+    assert again.returncode == 1 and "good: done already" in again.stdout and "[reproduce] bad: python" in again.stdout
+
+
+def test_launcher_choice_goes_to_multirun_stages_only(tmp_path):
+    """`hydra/launcher=...` and `hydra.launcher.*` given to reproduce.py are passed on to run.py -m sweeps."""
+    given = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.run.dir=x"]
+    paper = compose("reproduce", ["paper=oder"]).paper
+    sweep = stage_argv(paper, "test", "cpu", tmp_path)
+    assert launcher_args(given, sweep) == ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]
+    assert launcher_args(given, stage_argv(paper, "time_step", "cpu", tmp_path)) == []
+    assert sweep[-1] == f"hydra.sweep.dir={tmp_path / 'test'}"
