@@ -64,6 +64,8 @@ def test_paper_composes_at_every_scale(name, tmp_path):
         assert stages, f"{name} has no stage at scale={scale}"
         for stage in stages:
             assert set(paper.stages[stage].get("needs") or []) <= set(paper.stages), f"{name}.{stage}: needs"
+            for key, value in (paper.stages[stage].get("scale") or {}).items():  # `{smoke: a=1,2}` splits at the comma
+                assert key in paper.scales and isinstance(value, str), f"{name}.{stage}.scale.{key}: {value!r}"
             argv = stage_argv(paper, stage, scale, tmp_path)
             assert (REPO / argv[0]).is_file(), f"{name}.{stage}: no script {argv[0]}"
             assert str(tmp_path / stage) in " ".join(argv) or "{dir}" not in str(paper.stages[stage].cmd)

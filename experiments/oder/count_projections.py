@@ -5,7 +5,7 @@ back-projections (backward passes), for the same config run.py builds.
 
 Any run.py override is accepted. The counts are per image batch (one call of the solver on the first
 `batch_size` images), split into the one-off setup (FBP start, power iteration for the step size;
-measured by a second solve with iters=0) and the iterations. `full ops` divides by n_angles: one full
+measured as a 1-iteration solve minus one iteration: 2·count(1) − count(2)) and the iterations. `full ops` divides by n_angles: one full
 application of A (or Aᵀ) = n_angles single-angle passes.
 """
 from __future__ import annotations
@@ -67,7 +67,10 @@ def main(overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     f_all, b_all, n = solve_counts(cfg, None)
-    f_setup, b_setup, _ = solve_counts(cfg, 0)
+    # The setup alone: a solve with 1 iteration minus one iteration's work (solvers refuse iters=0; every
+    # iteration projects the same number of angles, full or minibatch).
+    (f1, b1, _), (f2, b2, _) = solve_counts(cfg, 1), solve_counts(cfg, 2)
+    f_setup, b_setup = 2 * f1 - f2, 2 * b1 - b2
     iters = int(cfg.solver.iters)
     f_it, b_it = f_all - f_setup, b_all - b_setup
     print(f"{' '.join(overrides)}")
