@@ -75,8 +75,10 @@ def test_paper_composes_at_every_scale(name, tmp_path):
 
 
 def test_merge_overrides_later_wins():
-    assert merge_overrides(["run.py", "-m", "solver.iters=30,100", "task=a", "--x", "solver.iters=2"]) == \
-        ["run.py", "-m", "solver.iters=2", "task=a", "--x"]
+    assert merge_overrides(["run.py", "-m", "solver.iters=30,100", "task=a", "solver.iters=2"]) == \
+        ["run.py", "-m", "solver.iters=2", "task=a"]
+    script = ["curves.py", "--data-set", "size=128", "limit=4", "--data-set", "size=32", "limit=1"]
+    assert merge_overrides(script) == script  # argparse: the last --data-set wins by itself
 
 
 def test_bad_paper_and_scale_are_one_clear_error(tmp_path):

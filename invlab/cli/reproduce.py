@@ -42,7 +42,10 @@ class Stop(Exception):
 
 def merge_overrides(argv: list[str]) -> list[str]:
     """Later `key=value` tokens replace earlier ones of the same key in place (Hydra refuses a key twice, and a
-    scale's settings must win over the stage's); everything else is kept in order."""
+    scale's settings must win over the stage's); everything else is kept in order. A command with `--options`
+    is an argparse script: kept as it is (its last option wins by itself; `--data-set size=32` is no override)."""
+    if any(a.startswith("--") for a in argv):
+        return list(argv)
     out: list[str] = []
     where: dict[str, int] = {}
     for arg in argv:
