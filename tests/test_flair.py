@@ -187,7 +187,7 @@ def _run(*overrides, ok=True):
 
 def test_flair_runs_from_the_cli_and_bad_input_is_one_sentence(tmp_path):
     ckpt = _tiny_checkpoint(tmp_path)
-    common = [f"prior.checkpoint={ckpt}", "data.limit=2", "solver.steps=2", "logger=none",
+    common = [f"prior.checkpoint={ckpt}", "data.limit=2", "solver.steps=2", "solver.start=1.0", "logger=none",
               "trainer.enable_progress_bar=false"]
     _run("solver=flair", f"run_dir={tmp_path / 'run'}", *common)
     with open(tmp_path / "run" / "results.csv") as f:
