@@ -129,3 +129,32 @@ def test_launcher_choice_goes_to_multirun_stages_only(tmp_path):
     assert launcher_args(given, sweep) == ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]
     assert launcher_args(given, stage_argv(paper, "time_step", "cpu", tmp_path)) == []
     assert sweep[-1] == f"hydra.sweep.dir={tmp_path / 'test'}"
+
+
+def test_table_puts_published_numbers_beside_ours(tmp_path):
+    """A job whose config carries `paper.rows.<task>.published` (the FFHQ paper configs) and a paper's own
+    `published:` list both give the paper column and Δ; seeds of one row are pooled (population std, n)."""
+    from invlab.cli import paper_table
+
+    def job(stage: str, name: str, task: str, mean: float, std: float, n: int, published=None):
+        d = tmp_path / stage / name
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"solver": "dps", "task": task, "prior": "adm_ffhq", "samples": n,
+                                                    "counts": {"ok": n}, "metrics": {"psnr": {"mean": mean, "std": std, "n": n}}}))
+        (d / "status.json").write_text('{"status": "ok"}')
+        rows = {task: {"published": published}} if published else {}
+        OmegaConf.save(OmegaConf.create({"paper": {"source": "Table 1", "rows": rows}}), d / "config.yaml")
+
+    job("ffhq", "0_dps", "sr4_bicubic", 25.0, 1.0, 2, {"psnr": 25.67})
+    job("mnist", "0_dps", "deblur", 20.0, 0.0, 1)
+    job("mnist", "1_dps", "deblur", 22.0, 0.0, 1)
+    paper = OmegaConf.create({"title": "T", "table": {"metric": "psnr", "label": "PSNR (dB)"},
+                              "published": [{"method": "dps", "task": "deblur", "value": 21.5, "source": "README"}],
+                              "stages": {"ffhq": {"cmd": "run.py -m"}, "mnist": {"cmd": "run.py -m"}}})
+    rows = paper_table.collect(paper, tmp_path, ["ffhq", "mnist"])
+    text = paper_table.markdown(paper, rows, "paper", "python reproduce.py paper=t")
+    assert "| ffhq | dps | sr4_bicubic | 25.00 ± 1.00 | 2 | 25.67 [1] | -0.67 |" in text
+    assert "| mnist | dps | deblur | 21.00 ± 1.00 | 2 | 21.50 [2] | -0.50 |" in text
+    assert "[1] Table 1" in text and "[2] README" in text
+    paper_table.figure(paper, rows, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 1000
