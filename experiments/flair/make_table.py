@@ -59,7 +59,8 @@ def main(runs: Path) -> None:
             continue
         faces, frame = rows(runs / f"{task}_flair_faces"), rows(runs / f"{task}_flair_frame")
         truth = col(faces, "warp_err_truth")
-        methods = {"per-frame baseline": {k: col(faces, k + "_input") for k in KEYS},
+        base = {"video_sr4": "bicubic", "video_deblur": "Wiener", "video_interp": "linear blending"}[task]
+        methods = {f"per-frame baseline ({base})": {k: col(faces, k + "_input") for k in KEYS},
                    "per-frame conditional DPM": {k: col(frame, k) for k in KEYS},
                    "FLAIR (temporal DPM)": {k: col(faces, k) for k in KEYS}}
         extra = runs / f"{task}_flair_faces_noface"
