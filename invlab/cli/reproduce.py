@@ -152,6 +152,10 @@ def run_one(paper: DictConfig, name: str, scale: str, out: Path, launcher: list[
         print(f"[reproduce] {name}: done already ({read_marker(where).get('seconds')} s), skipped", flush=True)
         return
     else:
+        before = read_marker(where).get("argv")
+        if before is not None and before != argv:  # its run dirs refuse other settings (fingerprint.json)
+            print(f"[reproduce] {name}: the command changed since the stage last ran; if a run dir refuses the new "
+                  f"settings, delete {where} or give reproduce.py another out=", flush=True)
         print(f"[reproduce] {name}: {shlex.join(['python', *argv, *extra])}", flush=True)
         results[name], seconds = run_stage(argv, extra, where, sys.stdout)
         write_marker(where, argv, results[name], seconds)
