@@ -6,7 +6,8 @@ For each task: the operator's per-frame baseline (the `*_input` columns of the F
 Wiener for deblurring, linear frame blending for interpolation), the per-frame conditional DPM (prior=flair_frame)
 and FLAIR (prior=flair_faces), each with solver=flair on the 20 test clips: PSNR, SSIM, flicker and warping
 error (mean ± population std over clips), plus the paired FLAIR − per-frame differences (mean ± standard error).
-Writes table.md, table.csv and frames_<task>.png (clip 0: truth | baseline | per-frame | FLAIR, one row each).
+Writes table.md, table.csv, frames_<task>.png (clip 0: truth | baseline | per-frame | FLAIR, one row each) and
+clip_<task>.gif (the same clip animated, the four side by side).
 """
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def strip(task: str, runs: Path, index: int = 0) -> None:
     clips = [truth, a["baseline"], b["x"], a["x"]]
     save_png(grid([[to_uint8(c[:, t]) for t in range(c.shape[1])] for c in clips], min_cell=64),
              HERE / f"frames_{task}.png")
+    from PIL import Image   # the same clip as a GIF: truth | baseline | per-frame | FLAIR side by side
+
+    frames = [Image.fromarray(grid([[to_uint8(c[:, t]) for c in clips]], min_cell=96)) for t in range(truth.shape[1])]
+    frames[0].save(HERE / f"clip_{task}.gif", save_all=True, append_images=frames[1:], duration=250, loop=0)
 
 
 def main(runs: Path) -> None:
