@@ -1,6 +1,6 @@
 """`python reproduce.py paper=<name> [scale=cpu|paper|smoke]`: every stage of one paper's experiment, then its table.
 
-    python reproduce.py paper=oder                      # scale=cpu: this machine, under an hour
+    python reproduce.py paper=oder                      # scale=cpu: the budgets its README measured on this CPU
     python reproduce.py paper=apnp scale=smoke          # seconds; table under the output dir
     python reproduce.py paper=diffusion scale=paper paper.checkpoint=/ckpt/ffhq_10m.pt paper.data_path=/ffhq
     python reproduce.py paper=apnp hydra/launcher=slurm hydra.launcher.partition=gpu   # sweeps as SLURM jobs
