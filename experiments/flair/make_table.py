@@ -1,19 +1,19 @@
 """The FLAIR table (issue 15) from the run directories that experiments/flair/run.sh writes:
 
-    python experiments/flair/make_table.py outputs/flair_runs
+    python experiments/flair/make_table.py <runs> [--out DIR]      (reproduce.py paper=flair runs it)
 
 For each task: the operator's per-frame baseline (the `*_input` columns of the FLAIR run: bicubic for SR,
 Wiener for deblurring, linear frame blending for interpolation), the per-frame conditional DPM (prior=flair_frame)
 and FLAIR (prior=flair_faces), each with solver=flair on the 20 test clips: PSNR, SSIM, flicker and warping
 error (mean ± population std over clips), plus the paired FLAIR − per-frame differences (mean ± standard error).
-Writes table.md, table.csv, frames_<task>.png (clip 0: truth | baseline | per-frame | FLAIR, one row each) and
+`<runs>` holds one run dir per (task, prior), named `<task>_<prior>` (and `video_sr4_flair_faces_noface`).
+Writes, into DIR (default: this folder), table_video.md, table_video.csv, frames_<task>.png (clip 0: truth | baseline | per-frame | FLAIR, one row each) and
 clip_<task>.gif (the same clip animated, the four side by side).
 """
 from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ def fmt(v: np.ndarray, digits: int) -> str:
     return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
 
 
-def strip(task: str, runs: Path, index: int = 0) -> None:
+def strip(task: str, runs: Path, out: Path, index: int = 0) -> None:
     from invlab.engine.store import SampleStore
     from invlab.utils.images import grid, save_png, to_uint8
 
@@ -48,14 +48,15 @@ def strip(task: str, runs: Path, index: int = 0) -> None:
     truth = face_clips("test", limit=index + 1).clips[index]
     clips = [truth, a["baseline"], b["x"], a["x"]]
     save_png(grid([[to_uint8(c[:, t]) for t in range(c.shape[1])] for c in clips], min_cell=64),
-             HERE / f"frames_{task}.png")
+             out / f"frames_{task}.png")
     from PIL import Image   # the same clip as a GIF: truth | baseline | per-frame | FLAIR side by side
 
     frames = [Image.fromarray(grid([[to_uint8(c[:, t]) for c in clips]], min_cell=96)) for t in range(truth.shape[1])]
-    frames[0].save(HERE / f"clip_{task}.gif", save_all=True, append_images=frames[1:], duration=250, loop=0)
+    frames[0].save(out / f"clip_{task}.gif", save_all=True, append_images=frames[1:], duration=250, loop=0)
 
 
-def main(runs: Path) -> None:
+def main(runs: Path, out: Path = HERE) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     lines = ["| task | method | PSNR (dB) | SSIM | flicker (×100) | warp error (×100) |", "|---|---|---|---|---|---|"]
     diffs = ["| task | ΔPSNR (dB) | ΔSSIM | Δflicker (×100) | Δwarp error (×100) | clips |", "|---|---|---|---|---|---|"]
     table = []
@@ -81,11 +82,11 @@ def main(runs: Path) -> None:
         diffs.append(f"| {task} | {d['psnr'].mean():+.2f} ± {se['psnr']:.2f} | {d['ssim'].mean():+.4f} ± "
                      f"{se['ssim']:.4f} | {100 * d['flicker'].mean():+.3f} ± {100 * se['flicker']:.3f} | "
                      f"{100 * d['warp_err'].mean():+.3f} ± {100 * se['warp_err']:.3f} | {len(d['psnr'])} |")
-        strip(task, runs)
+        strip(task, runs, out)
     text = "\n".join(["## FLAIR on face_clips (test split, 20 clips of 8 frames, 32×32)", "", *lines, "",
                       "Paired FLAIR − per-frame DPM differences per clip (mean ± standard error):", "", *diffs, ""])
-    (HERE / "table.md").write_text(text)
-    with open(HERE / "table.csv", "w", newline="") as f:
+    (out / "table_video.md").write_text(text)
+    with open(out / "table_video.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["task", "method", *KEYS])
         w.writeheader()
         w.writerows(table)
@@ -93,4 +94,10 @@ def main(runs: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[1] / "outputs" / "flair_runs")
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, help="the folder of <task>_<prior> run dirs")
+    parser.add_argument("--out", type=Path, default=HERE, help="where the tables and pictures go")
+    args = parser.parse_args()
+    main(args.runs, args.out)
