@@ -212,10 +212,11 @@ def test_likelihood_norm_is_the_residual_norm_for_gaussian_terms_and_follows_the
     from invlab.solvers.diffusion_steps import likelihood_norm
 
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 1, 16, 16, generator=g, dtype=F64)
     for name, cls in sorted(OPERATORS.items()):
-        A = cls.example((1, 16, 16), generator=torch.Generator().manual_seed(1)).to(F64)
-        y = A(torch.rand(2, 1, 16, 16, generator=g, dtype=F64)).detach()
+        shape = (1, *([cls.example_frames] if getattr(cls, "video", False) else []), 16, 16)   # clips for video ops
+        x = torch.rand(2, *shape, generator=g, dtype=F64)
+        A = cls.example(shape, generator=torch.Generator().manual_seed(1)).to(F64)
+        y = A(torch.rand(2, *shape, generator=g, dtype=F64)).detach()
         if name == "quantized":
             y = torch.where(torch.rand(y.shape, generator=g, dtype=F64) < torch.sigmoid(y), 1.0, -1.0).to(F64)
             xg = x.clone().requires_grad_(True)

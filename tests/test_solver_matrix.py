@@ -8,6 +8,9 @@ operator with a one-sentence ConfigError, and only for a nonlinear operator (or,
 `minibatch` data gradient, such as ODER, an operator without `stochastic_grad`). When the sentence says to set
 `gamma` (the step-size default needs ‖AᵀA‖), setting it must make the combination run.
 Options are discovered from conf/, so new solvers and tasks are covered without editing this file.
+Video tasks (operators in invlab/ops/video.py, clips (B, C, T, H, W)) and the video solver (FLAIR, whose prior
+is a conditional video DPM) are the other half of the matrix: crossing them with the image half must be refused
+in one sentence (tests/test_flair.py runs FLAIR on its tasks).
 """
 from __future__ import annotations
 
@@ -22,8 +25,29 @@ from invlab.errors import ConfigError
 from invlab.utils.config import build
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-SOLVERS = sorted(p.stem for p in (CONF / "solver").glob("*.yaml"))
-TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+ALL_SOLVERS = sorted(p.stem for p in (CONF / "solver").glob("*.yaml"))
+ALL_TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+
+
+def _is_video_task(name: str) -> bool:
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.load(CONF / "task" / f"{name}.yaml").operator._target_).startswith("invlab.ops.video.")
+
+
+def _is_video_solver(name: str) -> bool:
+    from omegaconf import OmegaConf
+
+    from hydra.utils import get_class
+
+    target = get_class(str(OmegaConf.load(CONF / "solver" / f"{name}.yaml")._target_))
+    return getattr(target, "prior_kind", None) == "conditional_video"
+
+
+VIDEO_TASKS = [t for t in ALL_TASKS if _is_video_task(t)]
+VIDEO_SOLVERS = [s for s in ALL_SOLVERS if _is_video_solver(s)]
+TASKS = [t for t in ALL_TASKS if t not in VIDEO_TASKS]
+SOLVERS = [s for s in ALL_SOLVERS if s not in VIDEO_SOLVERS]
 SHAPE = (2, 1, 24, 24)   # square (ct), a multiple of 4 (sr4) and of the CS block size set below
 ITERS = 2
 GAMMA = 0.1              # the explicit step size a ConfigError about gamma asks for
@@ -131,3 +155,29 @@ def test_solver_on_task(solver_name, task_name):
     assert torch.isfinite(result.x).all()
     assert result.nfe > 0
     assert result.seconds >= 0
+
+
+@pytest.mark.parametrize("task_name", VIDEO_TASKS)
+@pytest.mark.parametrize("solver_name", ["pnp_admm", "dps"])
+def test_an_image_solver_on_a_video_task_is_one_sentence(solver_name, task_name):
+    from invlab.errors import InvlabError
+
+    task = build(node("task", task_name))
+    clip = torch.rand(1, 1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    A, y = task.measure(clip, [0], seed=0)
+    prior = tiny_diffusion_prior() if solver_name == "dps" else build(node("prior", "tv", iters=5))
+    solver = build(node("solver", solver_name, **({"steps": 2} if solver_name == "dps" else {})))
+    with pytest.raises(InvlabError) as err:
+        solver(y, A, prior, generator=torch.Generator().manual_seed(0))
+    assert one_sentence(str(err.value)), str(err.value)
+
+
+@pytest.mark.parametrize("solver_name", VIDEO_SOLVERS)
+@pytest.mark.parametrize("task_name", ["deblur", "sr4", "inpaint_box"])
+def test_a_video_solver_on_an_image_task_is_one_sentence(solver_name, task_name):
+    from invlab.errors import InvlabError
+
+    A, y = build(node("task", task_name)).measure(images(), [0, 1], seed=0)
+    with pytest.raises(InvlabError) as err:
+        build(node("solver", solver_name))(y, A, tiny_diffusion_prior(), generator=torch.Generator().manual_seed(0))
+    assert one_sentence(str(err.value)), str(err.value)

@@ -36,8 +36,17 @@ def load(name: str, **overrides) -> Task:
     return build(cfg)
 
 
-def batch(n=3, channels=1, size=32, seed=0):
-    return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
+FRAMES = 4   # the clip length the video tasks (invlab/ops/video.py) are tested with
+
+
+def is_video(name: str) -> bool:
+    return str(OmegaConf.load(TASK_DIR / f"{name}.yaml").operator._target_).startswith("invlab.ops.video.")
+
+
+def batch(n=3, channels=1, size=32, seed=0, name: str | None = None):
+    """(n, C, size, size) images, or (n, C, FRAMES, size, size) clips for a video task."""
+    frames = (FRAMES,) if name is not None and is_video(name) else ()
+    return torch.rand(n, channels, *frames, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def test_every_expected_task_has_a_config():
@@ -51,9 +60,9 @@ def test_task_config_builds_and_measures(name, channels):
     assert cfg.name == name and "sigma_y" in cfg
     task = load(name)
     assert isinstance(task, Task) and task.name == name
-    x = batch(channels=channels)
+    x = batch(channels=channels, name=name)
     A, y = task.measure(x, [0, 1, 2], seed=0)
-    assert y.shape == (3, *A.out_shape) and A.in_shape == (channels, 32, 32) and y.shape[1] == channels
+    assert y.shape == (3, *A.out_shape) and A.in_shape == tuple(x.shape[1:]) and y.shape[1] == channels
     assert A.sigma_y == pytest.approx(task.noise.sigma) and A.noise is task.noise
     assert A.baseline(y).shape == x.shape
     assert torch.isfinite(A.data_fidelity(x, y)).all()
@@ -65,7 +74,7 @@ def test_task_config_builds_and_measures(name, channels):
 def test_measurement_is_independent_of_batching(name, channels):
     """Same (seed, index) → same operator parameters and noise, whatever else is in the batch."""
     task = load(name)
-    x = batch(channels=channels)
+    x = batch(channels=channels, name=name)
     _, y_all = task.measure(x, [4, 7, 9], seed=3)
     _, y_one = task.measure(x[1:2], [7], seed=3)
     _, y_pair = load(name).measure(x[[2, 0]], [9, 4], seed=3)     # a fresh task object, other order

@@ -42,6 +42,9 @@ def test_every_recipe_composes_and_builds_its_net(recipe):
     if str(cfg.net._target_).endswith("CNN1D"):
         x = torch.rand(1, int(cfg.net.in_channels), 64)   # a spectrum (B, C, L); conditioned nets take cond too
         out = net(x, x.clone()) if cfg.net.get("condition") else net(x)
+    elif str(cfg.net._target_).endswith("VideoUNet"):  # a clip (B, C, T, H, W) and its condition channels
+        x = torch.rand(1, int(cfg.net.in_channels), int(cfg.net.frames), 16, 16)
+        out = net(x, torch.tensor([10.0]), torch.rand(1, int(cfg.net.cond_channels), *x.shape[2:]))
     else:
         x = torch.rand(1, int(cfg.net.in_channels), 24, 24)
         out = net(x, torch.tensor([0.1]))
