@@ -14,7 +14,7 @@ nearest-neighbour upsampling. Any H, W works: the input is padded (replicate, bo
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -138,27 +138,37 @@ class UNet(nn.Module):
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         t = t.expand(x.shape[0]) if t.dim() == 0 else t.reshape(x.shape[0])
         temb = self.time_mlp(timestep_embedding(t, self.channels).to(x.dtype))
-
         H, W = x.shape[-2:]
-        m = 2 ** (self.levels - 1)
-        ph, pw = (-H) % m, (-W) % m
-        if ph or pw:  # centred replicate padding; cropped back below
-            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+        x, (ph, pw) = self.pad(x)
+        out = self.conv_out(self.features(x, temb))
+        return out[..., ph // 2: ph // 2 + H, pw // 2: pw // 2 + W]
 
+    def pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Centred replicate padding of H, W to a multiple of 2^(levels−1) (cropped back by the caller)."""
+        m = 2 ** (self.levels - 1)
+        ph, pw = (-x.shape[-2]) % m, (-x.shape[-1]) % m
+        if ph or pw:
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+        return x, (ph, pw)
+
+    def features(self, x: Tensor, temb: Tensor, mix: Callable[[Tensor, str, int], Tensor] | None = None) -> Tensor:
+        """conv_in → down → middle → up → SiLU(norm_out), before conv_out. `mix(h, place, level)`, if given, runs
+        after every down/up block ("down"/"up", its level) and between the middle blocks ("mid", 0): the hook
+        through which VideoUNet mixes frames."""
+        mix = mix or (lambda h, place, level: h)
         h = self.conv_in(x)
         hs = [h]
         for i, level in enumerate(self.down):
             for res, attn in zip(level.res, level.attn):
-                h = attn(res(h, temb))
+                h = mix(attn(res(h, temb)), "down", i)
                 hs.append(h)
             if i < self.levels - 1:
                 h = self.downsample[i](h)
                 hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, temb)), temb)
+        h = self.mid2(mix(self.mid_attn(self.mid1(h, temb)), "mid", 0), temb)
         for j, level in enumerate(self.up):
             for res, attn in zip(level.res, level.attn):
-                h = attn(res(torch.cat([h, hs.pop()], 1), temb))
+                h = mix(attn(res(torch.cat([h, hs.pop()], 1), temb)), "up", j)
             if j < self.levels - 1:
                 h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        out = self.conv_out(F.silu(self.norm_out(h)))
-        return out[..., ph // 2: ph // 2 + H, pw // 2: pw // 2 + W]
+        return F.silu(self.norm_out(h))

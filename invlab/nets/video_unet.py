@@ -99,8 +99,14 @@ class VideoUNet(UNet):
             self.t_up = nn.ModuleList(make(w, i in self.temporal_levels) for i, w in reversed(list(enumerate(widths))))
             self.refine = RecurrentRefine(widths[0])
 
-    def _temporal(self, layer: nn.Module, h: Tensor, frames: int) -> Tensor:
-        return h if isinstance(layer, nn.Identity) else layer(h, frames)
+    def _mixer(self, frames: int):
+        """The temporal attention layer after each UNet block (UNet.features' `mix` hook)."""
+        layers = {"down": self.t_down, "up": self.t_up, "mid": [self.t_mid]}
+
+        def mix(h: Tensor, place: str, level: int) -> Tensor:
+            layer = layers[place][level]
+            return h if isinstance(layer, nn.Identity) else layer(h, frames)
+        return mix
 
     def forward(self, x: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
         if x.dim() != 5:
@@ -113,34 +119,8 @@ class VideoUNet(UNet):
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         t = (t.expand(B) if t.dim() == 0 else t.reshape(B)).repeat_interleave(T)
         temb = self.time_mlp(timestep_embedding(t, self.channels).to(x.dtype))
-        m = 2 ** (self.levels - 1)
-        ph, pw = (-H) % m, (-W) % m
-        if ph or pw:
-            inp = F.pad(inp, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
-
-        h = self.conv_in(inp)
-        hs = [h]
-        for i, level in enumerate(self.down):
-            for res, attn in zip(level.res, level.attn):
-                h = attn(res(h, temb))
-                if self.temporal:
-                    h = self._temporal(self.t_down[i], h, T)
-                hs.append(h)
-            if i < self.levels - 1:
-                h = self.downsample[i](h)
-                hs.append(h)
-        h = self.mid_attn(self.mid1(h, temb))
-        if self.temporal:
-            h = self.t_mid(h, T)
-        h = self.mid2(h, temb)
-        for j, level in enumerate(self.up):
-            for res, attn in zip(level.res, level.attn):
-                h = attn(res(torch.cat([h, hs.pop()], 1), temb))
-                if self.temporal:
-                    h = self._temporal(self.t_up[j], h, T)
-            if j < self.levels - 1:
-                h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        h = F.silu(self.norm_out(h))
+        inp, (ph, pw) = self.pad(inp)
+        h = self.features(inp, temb, mix=self._mixer(T) if self.temporal else None)
         if self.temporal:
             h = self.refine(h, T)
         out = self.conv_out(h)[..., ph // 2: ph // 2 + H, pw // 2: pw // 2 + W]
