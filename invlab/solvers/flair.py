@@ -40,6 +40,7 @@ from invlab.priors.schedule import ddim_step, descending_pairs
 from invlab.priors.video import condition
 from invlab.solvers.base import Solver, Trace
 from invlab.solvers.common import sigma_y_per_sample
+from invlab.solvers.diffusion_steps import initial_noise
 
 
 def face_map(height: int, width: int, center=(0.0, 0.0), axes=(0.55, 0.7), edge: float = 0.1,
@@ -92,19 +93,18 @@ class FLAIR(Solver):
                               f"prior=flair_frame), got {prior.describe() if prior is not None else None}.")
         if not 0 <= self.face_bg_start <= 1 or not 0 <= self.coarse_frac <= 1 or self.coarse_sigma < 0:
             raise ConfigError("flair: need 0 <= face_bg_start <= 1, 0 <= coarse_frac <= 1, coarse_sigma >= 0.")
+        if not 0 < self.start <= 1:
+            raise ConfigError(f"flair: start must be in (0, 1], got {self.start}.")
         if self.dc_var is not None and not self.dc_var > 0:
             raise ConfigError(f"flair: dc_var must be > 0 or null (exact projection), got {self.dc_var}.")
         schedule = prior.schedule
         cond = condition(A, y)
         shape = (y.shape[0], *A.in_shape)
         prior.check_input(cond[:, :shape[1]])
-        gen_device = generator.device if generator is not None else torch.device("cpu")
-        randn = lambda: torch.randn(shape, generator=generator, device=gen_device).to(y.device)  # noqa: E731
+        randn = lambda: initial_noise(y, A, generator)  # noqa: E731  (B, *A.in_shape), the generator's stream
         sigma = sigma_y_per_sample(A, y)
         eps_dc = 0.0 if self.dc_var is None else float(sigma.max()) ** 2 / self.dc_var
         face = face_map(*shape[-2:], self.face_center, self.face_axes, device=y.device)
-        if not 0 < self.start <= 1:
-            raise ConfigError(f"flair: start must be in (0, 1], got {self.start}.")
         seq = schedule.timesteps(self.steps, self.skip).tolist()
         top = self.start * (schedule.num_steps - 1)
         pairs = [(t, t_prev) for t, t_prev in descending_pairs(seq) if t <= top + 1e-9] or descending_pairs(seq)[-1:]
