@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from invlab.cli.reproduce import launcher_args, merge_overrides, runs_on, stage_argv
+from invlab.cli.reproduce import launcher_args, merge_overrides, runs_on, stage_argv, table_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -72,6 +72,19 @@ def test_paper_composes_at_every_scale(name, tmp_path):
             if argv[0] == "run.py":  # its arguments compose against run.py's own config
                 job = compose("config", first_point(argv[1:]))
                 assert job.solver.name and job.task.name
+
+
+def test_table_file_per_scale():
+    """A paper whose README table is its `full` scale keeps it in table.md; its under-an-hour cpu scale writes beside it."""
+    for name in ("diffusion", "eigenscore"):
+        paper = compose("reproduce", [f"paper={name}", *NEEDS.get(name, [])]).paper
+        assert "full" in paper.scales and table_file(paper, "full") == "table.md"
+        assert table_file(paper, "cpu") == "table_cpu.md"
+    apnp = compose("reproduce", ["paper=apnp"]).paper
+    assert table_file(apnp, "cpu") == table_file(apnp, "paper") == "table.md"
+    bad = OmegaConf.create({"name": "x", "table_files": {"cpu": "../table.md"}})
+    with pytest.raises(ValueError, match="table_files.cpu must be a file name ending in .md"):
+        table_file(bad, "cpu")
 
 
 def test_merge_overrides_later_wins():

@@ -1,4 +1,4 @@
-"""`python reproduce.py paper=<name> [scale=cpu|paper|smoke]`: every stage of one paper's experiment, then its table.
+"""`python reproduce.py paper=<name> [scale=cpu|full|paper|smoke]`: every stage of one paper's experiment, then its table.
 
     python reproduce.py paper=oder                      # scale=cpu: the budgets its README measured on this CPU
     python reproduce.py paper=apnp scale=smoke          # seconds; table under the output dir
@@ -13,7 +13,9 @@ run again, and run.py resumes the samples its run dirs already hold, so an inter
 where it stopped. A failed stage is recorded (`<stage>/.reproduce.json`), the stages that need it are skipped,
 the others still run, and the command exits 1 listing them. The `hydra/launcher=` choice and `hydra.launcher.*`
 settings given here go to every multirun stage. Then `experiments/<name>/table.md` and `table.png` are written
-(scale=smoke: into `<out>/`, never over the committed table); invlab/cli/paper_table.py says how.
+(or the name the paper's `table_files` gives the scale; scale=smoke: into `<out>/`, never over the committed
+table); invlab/cli/paper_table.py says how. A paper whose README table takes hours here (diffusion, eigenscore)
+has a `full` scale for it; its `cpu` scale is a subset that finishes in under an hour.
 """
 from __future__ import annotations
 
@@ -75,6 +77,16 @@ def stage_argv(paper: DictConfig, name: str, scale: str, out: Path) -> list[str]
         text += " hydra.sweep.dir={dir}" if multirun else (" run_dir={dir}" if script == "run.py" else " hydra.run.dir={dir}")
     text = text.replace("{dir}", shlex.quote(str(where))).replace("{out}", shlex.quote(str(out)))
     return merge_overrides(shlex.split(text))
+
+
+def table_file(paper: DictConfig, scale: str) -> str:
+    """The table's file name at this scale: `table.md` unless the paper's `table_files` names another (a paper
+    whose README table is one scale's keeps it there, and its quicker scale writes beside it); the figure is the
+    same name with .png."""
+    name = str((paper.get("table_files") or {}).get(scale) or "table.md")
+    if "/" in name or not name.endswith(".md"):
+        raise ValueError(f"paper={paper.name}: table_files.{scale} must be a file name ending in .md, not {name!r}.")
+    return name
 
 
 def runs_on(paper: DictConfig, name: str, scale: str) -> bool:
@@ -196,13 +208,14 @@ def reproduce(cfg: DictConfig) -> int:
 
     table_dir = Path(str(cfg.table_dir)) if cfg.get("table_dir") else (
         out if scale == "smoke" else ROOT / "experiments" / str(paper.name))
+    table_md = table_dir / table_file(paper, scale)
     command = shlex.join(["python", "reproduce.py", *HydraConfig.get().overrides.task])
     rows = paper_table.collect(paper, out, names)
-    (table_dir / "table.md").parent.mkdir(parents=True, exist_ok=True)
-    (table_dir / "table.md").write_text(paper_table.markdown(paper, rows, scale, command))
+    table_md.parent.mkdir(parents=True, exist_ok=True)
+    table_md.write_text(paper_table.markdown(paper, rows, scale, command))
     if rows:
-        paper_table.figure(paper, rows, table_dir / "table.png")
-    print(f"[reproduce] table: {table_dir / 'table.md'}" + (f", {table_dir / 'table.png'}" if rows else ""))
+        paper_table.figure(paper, rows, table_md.with_suffix(".png"))
+    print(f"[reproduce] table: {table_md}" + (f", {table_md.with_suffix('.png')}" if rows else ""))
     failed = {n: r for n, r in results.items() if r != "ok"}
     if failed:
         print(f"error: {len(failed)} of {len(names)} stage(s) of paper={paper.name} did not finish:", file=sys.stderr)
