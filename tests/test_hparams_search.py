@@ -95,6 +95,10 @@ def test_a_search_on_a_test_split_is_refused(capsys):
         SweepReport().on_multirun_start(cfg)
     assert stop.value.code == 1
     assert "data=mnist_test is a test split" in capsys.readouterr().err
+    cfg = compose_repo("hparams_search=pnp_admm_video_sr4", "data=face_clips")  # one config, a split field
+    with pytest.raises(SystemExit) as stop:
+        SweepReport().on_multirun_start(cfg)
+    assert stop.value.code == 1 and "has split=test; set data.split=val" in capsys.readouterr().err
 
 
 def test_objective_is_the_mean_over_all_samples():

@@ -83,6 +83,10 @@ def check_search_data(cfg: DictConfig) -> None:
     if is_test_data(name):
         raise ConfigError(f"a hyperparameter search tunes on validation data only, but data={name} is a test "
                           f"split; use a validation split (e.g. data=mnist_val, gray_val, color_val).")
+    split = cfg.data.get("split")  # face_clips, nmr_synth: one config, a split field; a *_val config (mnist_val:
+    if not name.endswith("_val") and split is not None and is_test_data(str(split)):  # MNIST's test file) is val
+        raise ConfigError(f"a hyperparameter search tunes on validation data only, but data={name} has "
+                          f"split={split}; set data.split=val.")
 
 
 def objective_value(summary: dict | None, metric: str) -> float | None:

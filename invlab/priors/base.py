@@ -1,6 +1,8 @@
 """The one protocol every solver consumes: `prior.denoise(x, sigma) -> x̂`.
 
-`x` is a batch (B, C, H, W) in [0, 1] units, `sigma` a float or a (B,) tensor in the same units.
+`x` is a batch (B, C, H, W) in [0, 1] units, `sigma` a float or a (B,) tensor in the same units. A prior with
+`frame_wise = True` (TV) also takes clips (B, C, T, H, W) and denoises each frame as an image, which lets the
+image solvers (PnP-ADMM, HQS, ...) run per-frame baselines on the video tasks.
 The base class counts network evaluations (NFE) and times each call as it happens, so a solver's
 `Result` can report NFE and a benchmark can compare wall time with the network time inside the solve.
 A network prior calls its net through `net_call`, which applies the prior's speed settings (compile,
@@ -66,6 +68,7 @@ class Prior(nn.Module):
 
     channels: int | None = None
     differentiable: bool = True
+    frame_wise: bool = False   # an image prior that also denoises videos (B, C, T, H, W), each frame on its own
 
     def __init__(self):
         super().__init__()
@@ -84,8 +87,13 @@ class Prior(nn.Module):
         return self.speed(self.net, x, *args, method=method, **kwargs)
 
     def check_input(self, x: Tensor) -> None:
-        if x.dim() != 4:
-            raise ShapeError(f"{type(self).__name__} expects a (B, C, H, W) batch but got shape {tuple(x.shape)}.")
+        if x.dim() == 5 and self.frame_wise:
+            pass
+        elif x.dim() != 4:
+            video = " (a video prior: prior=flair_faces, or a frame-wise image prior such as prior=tv)" \
+                if x.dim() == 5 else ""
+            raise ShapeError(f"{type(self).__name__} expects a (B, C, H, W) batch but got shape "
+                             f"{tuple(x.shape)}{video}.")
         if self.channels is not None and x.shape[1] != self.channels:
             raise ShapeError(
                 f"the prior {self.describe()} was trained on {self.channels}-channel images but the data "
@@ -98,6 +106,11 @@ class Prior(nn.Module):
         """MMSE-style estimate of the clean image from x = clean + sigma * noise."""
         self.check_input(x)
         with self.stats.call(x):
+            if x.dim() == 5:  # frame_wise: the frames of every clip as one image batch, each clip's σ per frame
+                b, c, t = x.shape[:3]
+                frames = x.transpose(1, 2).reshape(b * t, c, *x.shape[3:])
+                out = self._denoise(frames, as_sigma(sigma, x).repeat_interleave(t))
+                return out.reshape(b, t, c, *x.shape[3:]).transpose(1, 2)
             return self._denoise(x, as_sigma(sigma, x))
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -105,5 +118,5 @@ class Prior(nn.Module):
 
     def score(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """∇ log p_sigma(x) by Tweedie's formula: (D(x, σ) − x) / σ²."""
-        s = as_sigma(sigma, x).view(-1, 1, 1, 1)
+        s = as_sigma(sigma, x).view(-1, *[1] * (x.dim() - 1))
         return (self.denoise(x, sigma) - x) / s**2

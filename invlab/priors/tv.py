@@ -70,6 +70,7 @@ class TVPrior(Prior):
 
     channels = None
     differentiable = True
+    frame_wise = True      # videos: 2-D TV per frame (the per-frame TV baseline of the FLAIR table)
 
     def __init__(self, weight: float = 1.0, iters: int = 100):
         super().__init__()
