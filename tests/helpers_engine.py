@@ -129,6 +129,17 @@ CONFIGS = {
 }
 
 
+def load_script(relpath: str, name: str | None = None):
+    """A repository script (e.g. "scripts/bench.py") imported as a module, to call its functions in-process."""
+    import importlib.util
+
+    path = REPO / relpath
+    spec = importlib.util.spec_from_file_location(name or path.stem + "_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_conf(root: Path) -> str:
     """Write the stand-in configs under `root`; return the `hydra.searchpath=...` override."""
     for rel, text in CONFIGS.items():

@@ -1,20 +1,15 @@
 """scripts/bench.py: both suites run and report wall ≥ network time of the same solve (the ratio's premise)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers_engine import load_script
 
 
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/bench.py")
 
 
 @pytest.mark.parametrize("args,solver,nfe", [

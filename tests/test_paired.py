@@ -2,20 +2,16 @@
 results.csv files (diverged rows and digits only one run has are left out)."""
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers_engine import load_script
 
 
 def paired():
-    spec = importlib.util.spec_from_file_location("paired", ROOT / "experiments" / "diffusion" / "paired.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/diffusion/paired.py")
 
 
 def write(path: Path, rows: list[tuple[int, float, str]]) -> Path:
