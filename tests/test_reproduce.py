@@ -171,3 +171,21 @@ def test_table_puts_published_numbers_beside_ours(tmp_path):
     assert "[1] Table 1" in text and "[2] README" in text
     paper_table.figure(paper, rows, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+@pytest.mark.slow  # ten run.py processes on 2 clips (~2 min here): make test-all
+def test_flair_smoke_table_has_the_per_frame_tv_rows(tmp_path):
+    """paper=flair at scale=smoke: the FLAIR, per-frame DPM and per-frame TV runs, then make_table's detailed
+    table (TV rows and paired differences for SR and deblurring, none for interpolation) and the strips."""
+    res = reproduce("paper=flair", "scale=smoke", f"out={tmp_path}", timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    video = (tmp_path / "make_table" / "table_video.md").read_text()
+    from PIL import Image
+
+    rows = {t: Image.open(tmp_path / "make_table" / f"frames_{t}.png").height for t in
+            ("video_sr4", "video_deblur", "video_interp")}
+    for task in ("video_sr4", "video_deblur"):  # its row in the table and in the paired FLAIR − differences
+        assert video.count(f"| {task} | per-frame TV (PnP-ADMM) | ") == 2, video
+        assert rows[task] > rows["video_interp"]  # the strip has a TV row: truth | baseline | TV | DPM | FLAIR
+    assert "| video_interp | per-frame TV" not in video
+    assert "| video_sr4_tv | per-frame TV (pnp_admm) | video_sr4 | " in (tmp_path / "table.md").read_text()
