@@ -165,11 +165,17 @@ def test_an_image_solver_on_a_video_task_is_one_sentence(solver_name, task_name)
     task = build(node("task", task_name))
     clip = torch.rand(1, 1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     A, y = task.measure(clip, [0], seed=0)
-    prior = tiny_diffusion_prior() if solver_name == "dps" else build(node("prior", "tv", iters=5))
+    from invlab.priors.gaussian import GaussianPrior
+
+    # an image prior that is not frame-wise (TV is: tests/test_prior_frame_wise.py; below it runs)
+    prior = tiny_diffusion_prior() if solver_name == "dps" else GaussianPrior(0.5, 0.1, shape=(1, 16, 16))
     solver = build(node("solver", solver_name, **({"steps": 2} if solver_name == "dps" else {})))
     with pytest.raises(InvlabError) as err:
         solver(y, A, prior, generator=torch.Generator().manual_seed(0))
     assert one_sentence(str(err.value)), str(err.value)
+    if solver_name == "pnp_admm":  # the per-frame TV baseline of the FLAIR table
+        out = solver(y, A, build(node("prior", "tv", iters=5)), generator=torch.Generator().manual_seed(0))
+        assert out.x.shape == clip.shape and torch.isfinite(out.x).all()
 
 
 @pytest.mark.parametrize("solver_name", VIDEO_SOLVERS)
