@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from invlab.engine.metrics import image_scores
-from invlab.utils.video import flicker, warp_error
+from invlab.utils.video import flicker, fold_frames, warp_error
 
 VIDEO_KEYS = ("flicker", "flicker_input", "warp_err", "warp_err_input", "warp_err_truth")
 
@@ -29,8 +29,7 @@ def is_video(x: Tensor) -> bool:
 
 def frames_of(v: Tensor) -> Tensor:
     """(B, C, T, H, W) -> (B·T, C, H, W)."""
-    B, C, T = v.shape[:3]
-    return v.transpose(1, 2).reshape(B * T, C, *v.shape[3:])
+    return fold_frames(v)[0]
 
 
 def clip_scores(est: Tensor, x: Tensor, motion: Tensor | None) -> dict[str, Tensor]:

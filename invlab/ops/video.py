@@ -21,10 +21,12 @@ from invlab.ops.base import register
 from invlab.ops.blur import embed_kernel
 from invlab.ops.common import ImageLinearOperator, as_rho
 from invlab.ops.kernels import gaussian_kernel
+from invlab.utils.video import fold_frames, unfold_frames
 
 
 class VideoOperator(ImageLinearOperator):
-    """Shared: in_shape (C, T, H, W); `project` (data consistency); `frames(x)` folds T into the batch."""
+    """Shared: in_shape (C, T, H, W); `project` (data consistency); per-frame work folds T into the batch
+    (utils/video.py `fold_frames`)."""
 
     video = True           # test_ops builds (C, T, H, W) examples for these
     example_frames = 4
@@ -47,17 +49,6 @@ class VideoOperator(ImageLinearOperator):
 
     def _min_norm(self, r: Tensor, eps: float) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-def _fold(x: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
-    """(B, C, T, H, W) -> (B·T, C, H, W) and what `_unfold` needs."""
-    b, c, t = x.shape[:3]
-    return x.transpose(1, 2).reshape(b * t, c, *x.shape[3:]), (b, c, t)
-
-
-def _unfold(x: Tensor, bct: tuple[int, int, int]) -> Tensor:
-    b, c, t = bct
-    return x.reshape(b, t, c, *x.shape[2:]).transpose(1, 2)
 
 
 @register("video_super_resolution")
@@ -100,9 +91,9 @@ class VideoSuperResolution(VideoOperator):
     def baseline(self, y: Tensor) -> Tensor:
         """Bicubic upsampling of every frame (the table's "bicubic per frame")."""
         self.check_measurement(y)
-        low, bct = _fold(y)
+        low, bct = fold_frames(y)
         up = F.interpolate(low, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return _unfold(up, bct)
+        return unfold_frames(up, bct)
 
 
 @register("video_blur")

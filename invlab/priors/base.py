@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from invlab.errors import ShapeError
 from invlab.priors.speed import Speed
+from invlab.utils.video import fold_frames, unfold_frames
 
 
 def channel_hint(channels: int) -> str:
@@ -87,9 +88,7 @@ class Prior(nn.Module):
         return self.speed(self.net, x, *args, method=method, **kwargs)
 
     def check_input(self, x: Tensor) -> None:
-        if x.dim() == 5 and self.frame_wise:
-            pass
-        elif x.dim() != 4:
+        if x.dim() != 4 and not (x.dim() == 5 and self.frame_wise):
             video = " (a video prior: prior=flair_faces, or a frame-wise image prior such as prior=tv)" \
                 if x.dim() == 5 else ""
             raise ShapeError(f"{type(self).__name__} expects a (B, C, H, W) batch but got shape "
@@ -107,10 +106,8 @@ class Prior(nn.Module):
         self.check_input(x)
         with self.stats.call(x):
             if x.dim() == 5:  # frame_wise: the frames of every clip as one image batch, each clip's σ per frame
-                b, c, t = x.shape[:3]
-                frames = x.transpose(1, 2).reshape(b * t, c, *x.shape[3:])
-                out = self._denoise(frames, as_sigma(sigma, x).repeat_interleave(t))
-                return out.reshape(b, t, c, *x.shape[3:]).transpose(1, 2)
+                frames, bct = fold_frames(x)
+                return unfold_frames(self._denoise(frames, as_sigma(sigma, x).repeat_interleave(bct[2])), bct)
             return self._denoise(x, as_sigma(sigma, x))
 
     def _denoise(self, x: Tensor, sigma: Tensor) -> Tensor:  # pragma: no cover - abstract

@@ -5,6 +5,8 @@
 - `warp_error(v, motion)`: mean |v[t+1] − W_t v[t]| over the pixels that stay in view, W_t the known camera
   motion from frame t to t+1 (bilinear warp). The truth's own value is the floor (resampling and
   the border); a reconstruction above it changes in ways the motion does not explain.
+- `fold_frames(v)` / `unfold_frames(x, bct)`: (B, C, T, H, W) <-> (B·T, C, H, W), the frames of every clip as
+  one image batch (clip-major: frame t of clip b is row b·T + t), for per-frame operators, priors and metrics.
 """
 from __future__ import annotations
 
@@ -12,6 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+
+
+def fold_frames(v: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+    """(B, C, T, H, W) -> (B·T, C, H, W) and what `unfold_frames` needs."""
+    b, c, t = v.shape[:3]
+    return v.transpose(1, 2).reshape(b * t, c, *v.shape[3:]), (b, c, t)
+
+
+def unfold_frames(x: Tensor, bct: tuple[int, int, int]) -> Tensor:
+    """(B·T, C, H', W') -> (B, C, T, H', W'): the inverse of `fold_frames` (the frame size may have changed)."""
+    b, c, t = bct
+    return x.reshape(b, t, c, *x.shape[2:]).transpose(1, 2)
 
 def flicker(est: Tensor, truth: Tensor) -> Tensor:
     """(B,) mean |Δ_t est − Δ_t truth|."""
