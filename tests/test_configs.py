@@ -334,6 +334,7 @@ def test_build_surfaces_a_user_error_without_a_cause_cycle():
 
 
 TUNED = sorted((CONF / "tuned").glob("*.yaml"))
+TUNED_EQ = sorted((CONF / "tuned" / "eq").glob("*.yaml"))
 
 
 def _tuned_pair(stem: str) -> tuple[str, str] | None:
@@ -353,12 +354,14 @@ def _leaves(node, prefix=""):
         yield prefix[:-1], node
 
 
-@pytest.mark.parametrize("path", TUNED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", TUNED + TUNED_EQ, ids=lambda p: p.relative_to(CONF / "tuned").with_suffix("").as_posix())
 def test_tuned_file_names_a_real_pair_and_applies(path, tmp_path):
-    """conf/tuned/<solver>_<task>.yaml is picked up by name only, so a typo would silently do nothing."""
+    """conf/tuned/<solver>_<task>.yaml is picked up by name only, so a typo would silently do nothing. The
+    equal-tuning points (conf/tuned/eq/, appended by `+tuned/eq=<solver>_<task>`) must win over that file."""
     pair = _tuned_pair(path.stem)
     assert pair is not None, f"{path.name}: no conf/solver + conf/task options make this name"
-    cfg = OmegaConf.to_container(compose("config", [f"solver={pair[0]}", f"task={pair[1]}", f"run_dir={tmp_path}"]))
+    extra = [f"+tuned/eq={path.stem}"] if path.parent.name == "eq" else []
+    cfg = OmegaConf.to_container(compose("config", [f"solver={pair[0]}", f"task={pair[1]}", f"run_dir={tmp_path}", *extra]))
     tuned = OmegaConf.to_container(OmegaConf.load(path))
     for key, value in _leaves(tuned):
         got = cfg

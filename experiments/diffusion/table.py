@@ -1,12 +1,13 @@
-"""One Markdown table (task × method) from the run directories experiments/diffusion/run.sh wrote.
+"""One Markdown table (task × method) from the run directories of `python reproduce.py paper=diffusion scale=full`.
 
-    python experiments/diffusion/table.py multirun/diffusion > experiments/diffusion/table.md
+    python experiments/diffusion/table.py outputs/reproduce/diffusion/full > experiments/diffusion/table.md
 
 A method is the solver plus its variant (DPnP: the denoising sampler); DMPlug gives two rows from one run:
 ES-WMV's answer (`psnr`) and the oracle best PSNR over its iterates (`psnr_best`, track_best=true).
 Columns: PSNR and SSIM (mean ± std over the digits), the PSNR up to the operator's trivial ambiguities (phase
 retrieval: shifts and the 180° rotation; `psnr_aligned`), NFE, seconds per digit (the batch's time / 50).
-Longer budgets (budgets.sh) are labelled: DPS at 1,000 steps, DMPlug at 1,000 iterations.
+Longer budgets (the full scale's dps_1000, dpnp_full, dmplug_lr001 stages) are labelled: DPS at 1,000 steps, DPnP
+at its full budget, DMPlug at 1,000 iterations; the eq_* stages' rows (`+tuned/eq=...`) say "equal tuning".
 """
 from __future__ import annotations
 
@@ -34,24 +35,28 @@ def rows_of(job: dict) -> list[tuple[str, str, list[str]]]:
     if s is None:
         return [(job["task"], solver, ["failed: " + str(job["status"].get("error", "no summary"))] + [""] * 3)]
     m, over = s["metrics"], job["overrides"]
-    cost = [fmt(m.get("nfe"), 0), f"{m['seconds']['mean']:.2f}"]
+    sec = (m.get("seconds") or {}).get("mean")
+    cost = [fmt(m.get("nfe"), 0), "—" if sec is None else f"{sec:.2f}"]
     if solver == "dpnp":
-        full = "solver.dds_steps" not in over   # budgets.sh dpnp_full: the config's (the paper's) budget
+        full = "solver.dds_steps" not in over   # the dpnp_full stage: the config's (the paper's) budget
         solver = f"dpnp-{over.get('solver.denoiser_sampler', 'ddim')}" + (" (full)" if full else "")
     if solver == "dolph" and over.get("solver.at") == "x0":
         solver = "dolph (at x̂0)"
     if solver == "dps" and str(over.get("solver.steps")) == "1000":
         solver = "dps (1,000 steps)"
     if solver == "dmplug":   # the budget and the Adam lr (conf/tuned sets 0.1 on the nonlinear blur)
-        lr = (job["config"].get("solver") or {}).get("lr")
-        name = ("dmplug" if str(over.get("solver.iters")) == "300" else f"dmplug-{over.get('solver.iters')}") \
-            + (f", lr {lr}" if lr is not None else "")
+        cfg = job["config"].get("solver") or {}
+        lr, iters = cfg.get("lr"), str(over.get("solver.iters", cfg.get("iters")))
+        name = ("dmplug" if iters == "300" else f"dmplug-{iters}") \
+            + (f", lr {lr:.3g}" if lr is not None else "") + (", equal tuning" if "tuned/eq" in over else "")
         stop = fmt(m.get("iter_stop"), 0)
         return [(job["task"], f"{name} (ES-WMV)", [fmt(m["psnr"], 2), fmt(m["ssim"], 4), fmt(m.get("psnr_aligned"), 2),
                                                     *cost,
                                                     f"stop at {stop}"]),
                 (job["task"], f"{name} (oracle)", [fmt(m.get("psnr_best"), 2), "—", "—", *cost,
                                                     f"best at {fmt(m.get('iter_best'), 0)}"])]
+    if "tuned/eq" in over:
+        solver += ", equal tuning"
     return [(job["task"], solver, [fmt(m["psnr"], 2), fmt(m["ssim"], 4), fmt(m.get("psnr_aligned"), 2), *cost, ""])]
 
 
