@@ -50,7 +50,8 @@ def test_papers_are_the_experiment_folders():
     assert PAPERS, "no conf/paper/*.yaml"
     for name in PAPERS:
         assert (REPO / "experiments" / name).is_dir(), f"conf/paper/{name}.yaml names no experiments/ folder"
-        assert not (REPO / "experiments" / name / "run.sh").exists(), f"experiments/{name}/run.sh: use reproduce.py"
+        scripts = sorted(p.name for p in (REPO / "experiments" / name).glob("*.sh"))
+        assert not scripts, f"experiments/{name}/{scripts}: make them stages of conf/paper/{name}.yaml (reproduce.py)"
         assert f"reproduce.py paper={name}" in (REPO / "experiments" / name / "README.md").read_text()
 
 
