@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from invlab.cli.reproduce import launcher_args, merge_overrides, runs_on, stage_argv, table_file
+from invlab.cli.reproduce import finished, launcher_args, merge_overrides, runs_on, stage_argv, table_file, write_marker
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -133,6 +133,19 @@ def test_failing_stage_is_reported_and_the_others_run(tmp_path):
     again = reproduce("paper=broken", f"hydra.searchpath=[file://{FIXTURES}]", f"out={tmp_path}",
                       f"table_dir={tmp_path}")
     assert again.returncode == 1 and "good: done already" in again.stdout and "[reproduce] bad: python" in again.stdout
+
+
+def test_a_stage_runs_again_when_a_stage_it_needs_finished_after_it(tmp_path):
+    """A table stage over sweeps that were rerun (new samples, a failed job redone) is stale: not skipped."""
+    sweep, table = tmp_path / "sweep", tmp_path / "table"
+    write_marker(sweep, ["run.py", "-m"], "ok", 1.0)
+    write_marker(table, ["make_table.py"], "ok", 1.0)
+    assert finished(table, ["make_table.py"], [sweep])
+    assert not finished(table, ["make_table.py", "--other"], [sweep])  # another command
+    write_marker(sweep, ["run.py", "-m"], "ok", 1.0)  # the sweep finished again, after the table
+    assert finished(sweep, ["run.py", "-m"]) and not finished(table, ["make_table.py"], [sweep])
+    write_marker(table, ["make_table.py"], "ok", 1.0)
+    assert finished(table, ["make_table.py"], [sweep, tmp_path / "never_ran"])
 
 
 def test_launcher_choice_goes_to_multirun_stages_only(tmp_path):

@@ -8,9 +8,9 @@
 A paper is `conf/paper/<name>.yaml` (names = the experiments/ folders): its `stages` are the commands of the
 experiment (a run.py/ood.py sweep, a train.py run, a script), each with per-scale arguments. Each stage runs as
 its own process in `<out>/<stage>` (`out=` defaults to outputs/reproduce/<name>/<scale>); `{dir}` in a command is
-that folder, `{out}` the paper's. A stage that finished is skipped when rerun with the same command; any other is
-run again, and run.py resumes the samples its run dirs already hold, so an interrupted reproduction continues
-where it stopped. A failed stage is recorded (`<stage>/.reproduce.json`), the stages that need it are skipped,
+that folder, `{out}` the paper's. A stage that finished is skipped when rerun with the same command (unless a
+stage it `needs` finished again after it); any other is run again, and run.py resumes the samples its run dirs
+already hold, so an interrupted reproduction continues where it stopped. A failed stage is recorded (`<stage>/.reproduce.json`), the stages that need it are skipped,
 the others still run, and the command exits 1 listing them. The `hydra/launcher=` choice and `hydra.launcher.*`
 settings given here go to every multirun stage. Then `experiments/<name>/table.md` and `table.png` are written
 (or the name the paper's `table_files` gives the scale; scale=smoke: into `<out>/`, never over the committed
@@ -109,11 +109,16 @@ def read_marker(where: Path) -> dict:
         return {}
 
 
-def finished(where: Path, argv: list[str]) -> bool:
-    """The stage ran to the end with this command, and none of its run dirs is failed or unfinished since."""
+def finished(where: Path, argv: list[str], inputs: list[Path] = ()) -> bool:
+    """The stage ran to the end with this command, none of its run dirs is failed or unfinished since, and none
+    of the stages it needs (their folders: `inputs`) finished again after it (a table over rerun sweeps is stale)."""
     mark = read_marker(where)
     if mark.get("status") != "ok" or mark.get("argv") != argv:
         return False
+    for other in inputs:
+        theirs = read_marker(other).get("at")
+        if theirs is not None and theirs > mark.get("at", float("-inf")):
+            return False
     for status in where.rglob("status.json"):
         if ".submitit" not in status.parts and json.loads(status.read_text()).get("status") != "ok":
             return False
@@ -148,7 +153,8 @@ def run_stage(argv: list[str], extra: list[str], where: Path, log) -> tuple[str,
 def write_marker(where: Path, argv: list[str], status: str, seconds: float) -> None:
     where.mkdir(parents=True, exist_ok=True)
     (where / MARKER).write_text(json.dumps({"status": status, "argv": argv, "seconds": round(seconds, 1),
-                                            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+                                            "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "at": time.time()},
+                                           indent=1))
 
 
 def run_one(paper: DictConfig, name: str, scale: str, out: Path, launcher: list[str], results: dict) -> None:
@@ -156,10 +162,11 @@ def run_one(paper: DictConfig, name: str, scale: str, out: Path, launcher: list[
     where = out / name
     argv = stage_argv(paper, name, scale, out)
     extra = launcher_args(launcher, argv)
-    blocked = [n for n in paper.stages[name].get("needs") or [] if results.get(n, "ok") != "ok"]
+    needs = list(paper.stages[name].get("needs") or [])
+    blocked = [n for n in needs if results.get(n, "ok") != "ok"]
     if blocked:
         results[name] = f"skipped: needs {', '.join(blocked)}"
-    elif finished(where, argv):
+    elif finished(where, argv, [out / n for n in needs]):
         results[name] = "ok"
         print(f"[reproduce] {name}: done already ({read_marker(where).get('seconds')} s), skipped", flush=True)
         return
