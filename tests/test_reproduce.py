@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from invlab.cli.reproduce import finished, launcher_args, merge_overrides, runs_on, stage_argv, table_file, write_marker
+from invlab.cli.reproduce import (finished, launcher_args, merge_overrides, runs_on, stage_argv, table_file,
+                                  write_marker)
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

@@ -6,17 +6,17 @@
     python reproduce.py paper=apnp hydra/launcher=slurm hydra.launcher.partition=gpu   # sweeps as SLURM jobs
 
 A paper is `conf/paper/<name>.yaml` (names = the experiments/ folders): its `stages` are the commands of the
-experiment (a run.py/ood.py sweep, a train.py run, a script), each with per-scale arguments. Each stage runs as
-its own process in `<out>/<stage>` (`out=` defaults to outputs/reproduce/<name>/<scale>); `{dir}` in a command is
-that folder, `{out}` the paper's. A stage that finished is skipped when rerun with the same command (unless a
-stage it `needs` finished again after it); any other is run again, and run.py resumes the samples its run dirs
-already hold, so an interrupted reproduction continues where it stopped. A failed stage is recorded
-(`<stage>/.reproduce.json`), the stages that need it are skipped, the others still run, and the command exits 1
-listing them. The `hydra/launcher=` choice and `hydra.launcher.*`
-settings given here go to every multirun stage. Then `experiments/<name>/table.md` and `table.png` are written
-(or the name the paper's `table_files` gives the scale; scale=smoke: into `<out>/`, never over the committed
-table); invlab/cli/paper_table.py says how. A paper whose README table takes hours here (diffusion, eigenscore)
-has a `full` scale for it; its `cpu` scale is a subset that finishes in under an hour.
+experiment (a run.py/ood.py sweep, a train.py run, a script), each with per-scale arguments. Each stage runs as its
+own process in `<out>/<stage>` (`out=` defaults to outputs/reproduce/<name>/<scale>); `{dir}` in a command is that
+folder, `{out}` the paper's. A stage that finished is skipped when rerun with the same command (unless a stage it
+`needs` finished again after it); any other is run again, and run.py resumes the samples its run dirs already hold,
+so an interrupted reproduction continues where it stopped. A failed stage is recorded (`<stage>/.reproduce.json`),
+the stages that need it are skipped, the others still run, and the command exits 1 listing them. The
+`hydra/launcher=` choice and `hydra.launcher.*` settings given here go to every multirun stage. Then
+`experiments/<name>/table.md` and `table.png` are written (or the name the paper's `table_files` gives the scale;
+scale=smoke: into `<out>/`, never over the committed table); invlab/cli/paper_table.py says how. A paper whose
+README table takes hours here (diffusion, eigenscore) has a `full` scale for it; its `cpu` scale is a subset that
+finishes in under an hour.
 """
 from __future__ import annotations
 
